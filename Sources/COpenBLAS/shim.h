@@ -1,0 +1,2 @@
+// C edge: the OpenBLAS CBLAS interface (Debian libopenblas-dev; include path from pkg-config).
+#include <cblas.h>

@@ -1,0 +1,94 @@
+import DicoCore
+
+/// The closed set of operations a graph may hold. Every consumer (shape inference,
+/// printer, executor, cost model) switches over it without `default:`, so adding a case
+/// makes the compiler list every place that must learn it.
+///
+/// Layouts: activations are NCHW float32; conditioning vectors are [N, D].
+public enum Op: Hashable, Sendable {
+    /// 2-D convolution, PyTorch semantics. Inputs: x [N,Cin,H,W], weight [Cout,Cin/groups,kh,kw],
+    /// optional bias [Cout]. Zero padding `padding` on every side.
+    case conv2d(stride: Int, padding: Int, groups: Int)
+    /// y = x W^T + b. Inputs: x [N,in], weight [out,in], optional bias [out].
+    case linear
+    /// Layer normalization over the channel axis at every pixel, no affine
+    /// (mean and biased variance over C). Input [N,C,H,W].
+    case channelLayerNorm(eps: Float)
+    /// DiCo's adaLN modulation x * (1 + scale) + shift. Inputs: x [N,C,H,W], shift [N,C],
+    /// scale [N,C] (broadcast over H and W).
+    case modulate
+    /// The gated residual inp + gate * y. Inputs: inp [N,C,H,W], gate [N,C], y [N,C,H,W].
+    case gatedAdd
+    /// Exact GELU, 0.5 x (1 + erf(x / sqrt 2)).
+    case gelu
+    /// x * sigmoid(x).
+    case silu
+    /// 1 / (1 + exp(-x)).
+    case sigmoid
+    /// Mean over H and W: [N,C,H,W] -> [N,C,1,1].
+    case globalAvgPool
+    /// Elementwise product with numpy broadcasting between equal-rank operands.
+    case mul
+    /// Elementwise sum with numpy broadcasting between equal-rank operands.
+    case add
+    /// The slice [start, start + length) of `axis` (DiCo's adaLN chunks).
+    case slice(axis: Int, start: Int, length: Int)
+    /// Concatenation along `axis`.
+    case concat(axis: Int)
+    /// PixelShuffle(r): [N, C*r*r, H, W] -> [N, C, H*r, W*r].
+    case pixelShuffle(factor: Int)
+    /// PixelUnshuffle(r): [N, C, H, W] -> [N, C*r*r, H/r, W/r].
+    case pixelUnshuffle(factor: Int)
+    /// Row lookup. Inputs: table [R, D] float, indices [N] int64 -> [N, D].
+    case embedding
+    /// Sinusoidal timestep features [cos(t f_i), sin(t f_i)], f_i = exp(-ln(maxPeriod) i / half).
+    /// Input t [N] float32 -> [N, dim].
+    case timestepEmbedding(dim: Int, maxPeriod: Float)
+
+    /// The op's name in the text dump and in `inspect` counts.
+    public var name: String {
+        switch self {
+        case .conv2d: return "conv2d"
+        case .linear: return "linear"
+        case .channelLayerNorm: return "channel_layer_norm"
+        case .modulate: return "modulate"
+        case .gatedAdd: return "gated_add"
+        case .gelu: return "gelu"
+        case .silu: return "silu"
+        case .sigmoid: return "sigmoid"
+        case .globalAvgPool: return "global_avg_pool"
+        case .mul: return "mul"
+        case .add: return "add"
+        case .slice: return "slice"
+        case .concat: return "concat"
+        case .pixelShuffle: return "pixel_shuffle"
+        case .pixelUnshuffle: return "pixel_unshuffle"
+        case .embedding: return "embedding"
+        case .timestepEmbedding: return "timestep_embedding"
+        }
+    }
+
+    /// Attributes as `key=value` pairs for the text dump.
+    public var attributes: [(String, String)] {
+        switch self {
+        case let .conv2d(stride, padding, groups): return [("stride", "\(stride)"), ("padding", "\(padding)"), ("groups", "\(groups)")]
+        case let .channelLayerNorm(eps): return [("eps", "\(eps)")]
+        case let .slice(axis, start, length): return [("axis", "\(axis)"), ("start", "\(start)"), ("length", "\(length)")]
+        case let .concat(axis): return [("axis", "\(axis)")]
+        case let .pixelShuffle(f), let .pixelUnshuffle(f): return [("factor", "\(f)")]
+        case let .timestepEmbedding(dim, maxPeriod): return [("dim", "\(dim)"), ("max_period", "\(maxPeriod)")]
+        case .linear, .modulate, .gatedAdd, .gelu, .silu, .sigmoid, .globalAvgPool, .mul, .add, .embedding: return []
+        }
+    }
+
+    /// How many inputs the op takes: (minimum, maximum).
+    public var arity: (Int, Int) {
+        switch self {
+        case .conv2d, .linear: return (2, 3)
+        case .channelLayerNorm, .gelu, .silu, .sigmoid, .globalAvgPool, .slice, .pixelShuffle, .pixelUnshuffle, .timestepEmbedding: return (1, 1)
+        case .modulate, .gatedAdd: return (3, 3)
+        case .mul, .add, .embedding: return (2, 2)
+        case .concat: return (1, Int.max)
+        }
+    }
+}

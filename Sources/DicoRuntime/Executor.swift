@@ -1,0 +1,244 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import DicoCore
+import DicoIR
+
+/// Runs an IR graph on the CPU in float32. Weights stay in the mapped model file when they
+/// are float32 and aligned; other float types are widened once, at construction.
+///
+/// Threads: GEMMs use OpenBLAS's threads, the other kernels split their outputs into
+/// disjoint ranges; either way each output element is computed by the same arithmetic for
+/// every thread count, so results do not depend on it. One `run` at a time per executor.
+public final class Executor: @unchecked Sendable {
+    public let graph: Graph
+    public let threads: Int
+    /// Float32 pointers to the constants, by value index.
+    private var constants: [Int: UnsafePointer<Float>] = [:]
+    /// Widened copies of non-float32 or misaligned constants, kept alive here.
+    private var owned: [OwnedBytes] = []
+    private let pool = BufferPool()
+
+    /// The number of online CPUs, the default thread count.
+    public static var defaultThreads: Int { max(1, sysconf(Int32(_SC_NPROCESSORS_ONLN))) }
+
+    /// Prepares `graph` for execution.
+    /// - Throws: `DicoError(.internalError)` if the graph fails the IR verifier, or
+    ///   `.invalidInput` if it holds an op this executor cannot run with its attributes.
+    public init(graph: Graph, threads: Int = Executor.defaultThreads) throws {
+        try graph.verify()
+        self.graph = graph
+        self.threads = max(1, threads)
+        for id in graph.constantIDs {
+            guard let d = graph.constant(id), d.dtype.isFloat else { continue }
+            let raw = d.bytes.baseAddress
+            if d.dtype == .f32, let raw, Int(bitPattern: raw) % MemoryLayout<Float>.alignment == 0 {
+                constants[id.index] = raw.assumingMemoryBound(to: Float.self)
+            } else {
+                let o = OwnedBytes(count: max(d.elementCount, 1) * 4)
+                convertToFloat32(d, into: o.pointer.assumingMemoryBound(to: Float.self))
+                owned.append(o)
+                constants[id.index] = UnsafePointer(o.pointer.assumingMemoryBound(to: Float.self))
+            }
+        }
+    }
+
+    /// Runs the graph on `inputs` (by graph-input name) and returns its outputs in order.
+    /// - Throws: `DicoError.invalidInput` naming the input when one is missing, has the
+    ///   wrong dtype or shape, or holds a class index outside the embedding table.
+    public func run(_ inputs: [String: HostTensor]) throws -> [HostTensor] {
+        setBLASThreads(threads)
+        defer { pool.releaseAll() }
+        let bindings = try bind(inputs)
+        var shapes = [[Int]](repeating: [], count: graph.values.count)
+        for (i, v) in graph.values.enumerated() {
+            var s: [Int] = []
+            for d in v.type.shape {
+                guard let e = d.evaluate(bindings) else {
+                    throw DicoError(.invalidInput, "input 'x': spatial size \(bindings[.H] ?? 0) x \(bindings[.W] ?? 0) does not fit the graph: '\(v.name)' needs \(d) to be whole (DiCo needs H and W divisible by 4)")
+                }
+                s.append(e)
+            }
+            shapes[i] = s
+        }
+
+        var f32: [Int: UnsafePointer<Float>] = constants
+        var i64: [Int: UnsafePointer<Int64>] = [:]
+        var inputStore: [Any] = []   // keeps input arrays' copies alive during the run
+        for id in graph.inputs {
+            let t = inputs[graph[id].name]!
+            switch t.storage {
+            case let .f32(v):
+                let b = pool.take(v.count)
+                v.withUnsafeBufferPointer { b.update(from: $0.baseAddress!, count: v.count) }
+                f32[id.index] = UnsafePointer(b)
+            case let .i64(v):
+                let p = UnsafeMutablePointer<Int64>.allocate(capacity: max(v.count, 1))
+                p.initialize(from: v, count: v.count)
+                inputStore.append(Deallocator(p))
+                i64[id.index] = UnsafePointer(p)
+            }
+        }
+        _ = inputStore
+
+        // The last node that reads each value; a buffer returns to the pool after it.
+        var lastUse = [Int](repeating: -1, count: graph.values.count)
+        for (n, node) in graph.nodes.enumerated() { for i in node.inputs { lastUse[i.index] = n } }
+        for o in graph.outputs { lastUse[o.index] = Int.max }
+
+        for (n, node) in graph.nodes.enumerated() {
+            let out = pool.take(shapes[node.output.index].reduce(1, *))
+            try execute(node, out: out, f32: f32, i64: i64, shapes: shapes)
+            f32[node.output.index] = UnsafePointer(out)
+            for i in node.inputs where lastUse[i.index] == n && graph.constant(i) == nil {
+                if let p = f32[i.index], case .node = graph[i].source {
+                    pool.give(UnsafeMutablePointer(mutating: p), shapes[i.index].reduce(1, *))
+                }
+            }
+        }
+        return graph.outputs.map { o in
+            let s = shapes[o.index]
+            let p = f32[o.index]!
+            return HostTensor(shape: s, floats: Array(UnsafeBufferPointer(start: p, count: s.reduce(1, *))))
+        }
+    }
+
+    /// Checks each input against its declared type and binds the shape symbols N, H, W.
+    private func bind(_ inputs: [String: HostTensor]) throws -> [DimSymbol: Int] {
+        var bindings: [DimSymbol: Int] = [:]
+        var boundBy: [DimSymbol: String] = [:]
+        for id in graph.inputs {
+            let v = graph[id]
+            guard let t = inputs[v.name] else { throw DicoError(.invalidInput, "input '\(v.name)' is missing (expected \(v.type))") }
+            guard t.dtype == v.type.dtype else {
+                throw DicoError(.invalidInput, "input '\(v.name)' has dtype \(t.dtype.rawValue), expected \(v.type.dtype.rawValue)")
+            }
+            guard t.shape.count == v.type.shape.count else {
+                throw DicoError(.invalidInput, "input '\(v.name)' has shape \(t.shape), expected \(v.type)")
+            }
+            for (k, d) in v.type.shape.enumerated() {
+                let actual = t.shape[k]
+                if let c = d.constant {
+                    guard actual == c else { throw DicoError(.invalidInput, "input '\(v.name)' has shape \(t.shape), expected \(v.type): dimension \(k) must be \(c)") }
+                    continue
+                }
+                let sym = d.symbol!
+                guard actual > 0, (actual * d.den) % d.num == 0 else {
+                    throw DicoError(.invalidInput, "input '\(v.name)' has shape \(t.shape): dimension \(k) cannot be \(d)")
+                }
+                let value = actual * d.den / d.num
+                if let prev = bindings[sym], prev != value {
+                    throw DicoError(.invalidInput, "input '\(v.name)' has \(sym.rawValue) = \(value) (dimension \(k) of \(t.shape)) but input '\(boundBy[sym]!)' has \(prev)")
+                }
+                bindings[sym] = value
+                boundBy[sym] = v.name
+            }
+        }
+        // Class indices must select a row of every table they index.
+        for node in graph.nodes {
+            guard case .embedding = node.op, let table = graph.constant(node.inputs[0]), graph.inputs.contains(node.inputs[1]) else { continue }
+            let name = graph[node.inputs[1]].name
+            if case let .i64(idx)? = inputs[name]?.storage, let bad = idx.first(where: { $0 < 0 || $0 >= Int64(table.shape[0]) }) {
+                throw DicoError(.invalidInput, "input '\(name)': class index \(bad) is outside 0..<\(table.shape[0]) (the table of '\(node.name)')")
+            }
+        }
+        return bindings
+    }
+
+    private func execute(_ node: Node, out: UnsafeMutablePointer<Float>, f32: [Int: UnsafePointer<Float>], i64: [Int: UnsafePointer<Int64>],
+                         shapes: [[Int]]) throws {
+        func x(_ k: Int) -> UnsafePointer<Float> { f32[node.inputs[k].index]! }
+        func opt(_ k: Int) -> UnsafePointer<Float>? { k < node.inputs.count ? f32[node.inputs[k].index] : nil }
+        func shape(_ k: Int) -> [Int] { shapes[node.inputs[k].index] }
+        let outShape = shapes[node.output.index]
+        let count = outShape.reduce(1, *)
+
+        switch node.op {
+        case let .conv2d(stride, padding, groups):
+            let s = shape(0), w = shape(1)
+            let (n, cin, h, wd) = (s[0], s[1], s[2], s[3])
+            let (cout, kh, kw) = (w[0], w[2], w[3])
+            if kh == 1, kw == 1, stride == 1, padding == 0, groups == 1 {
+                conv1x1Kernel(x: x(0), w: x(1), bias: opt(2), y: out, batch: n, cin: cin, cout: cout, pixels: h * wd)
+            } else if kh == 3, kw == 3, stride == 1, padding == 1, groups == cin, cout == cin {
+                depthwise3x3Kernel(x: x(0), w: x(1), bias: opt(2), y: out, batch: n, channels: cin, height: h, width: wd, threads: threads)
+            } else {
+                let scratchCount = (cin / groups) * kh * kw * outShape[2] * outShape[3]
+                let scratch = pool.take(scratchCount)
+                defer { pool.give(scratch, scratchCount) }
+                im2colConvKernel(x: x(0), w: x(1), bias: opt(2), y: out, batch: n, cin: cin, height: h, width: wd, cout: cout,
+                                 kh: kh, kw: kw, stride: stride, padding: padding, groups: groups,
+                                 outH: outShape[2], outW: outShape[3], scratch: scratch, threads: threads)
+            }
+        case .linear:
+            let s = shape(0)
+            linearKernel(x: x(0), w: x(1), bias: opt(2), y: out, rows: s[0], inFeatures: s[1], outFeatures: outShape[1])
+        case let .channelLayerNorm(eps):
+            channelLayerNormKernel(x: x(0), y: out, batch: outShape[0], channels: outShape[1], pixels: outShape[2] * outShape[3], eps: eps, threads: threads)
+        case .modulate:
+            modulateKernel(x: x(0), shift: x(1), scale: x(2), y: out, batch: outShape[0], channels: outShape[1], pixels: outShape[2] * outShape[3], threads: threads)
+        case .gatedAdd:
+            gatedAddKernel(inp: x(0), gate: x(1), branch: x(2), y: out, batch: outShape[0], channels: outShape[1], pixels: outShape[2] * outShape[3], threads: threads)
+        case .gelu:
+            activationKernel(.gelu, x: x(0), y: out, count: count, threads: threads)
+        case .silu:
+            activationKernel(.silu, x: x(0), y: out, count: count, threads: threads)
+        case .sigmoid:
+            activationKernel(.sigmoid, x: x(0), y: out, count: count, threads: threads)
+        case .globalAvgPool:
+            let s = shape(0)
+            globalAvgPoolKernel(x: x(0), y: out, planes: s[0] * s[1], pixels: s[2] * s[3], threads: threads)
+        case .mul, .add:
+            broadcastBinaryKernel(mul: node.op == .mul, a: x(0), aShape: shape(0), b: x(1), bShape: shape(1), y: out, outShape: outShape, threads: threads)
+        case let .slice(axis, start, length):
+            let s = shape(0)
+            sliceKernel(x: x(0), y: out, outer: s[..<axis].reduce(1, *), axisLen: s[axis], inner: s[(axis + 1)...].reduce(1, *), start: start, length: length)
+        case let .concat(axis):
+            let parts = node.inputs.indices.map { (x($0), shape($0)[axis]) }
+            concatKernel(parts: parts, y: out, outer: outShape[..<axis].reduce(1, *), inner: outShape[(axis + 1)...].reduce(1, *))
+        case let .pixelShuffle(r):
+            pixelShuffleKernel(inverse: false, x: x(0), y: out, batch: outShape[0], channels: outShape[1], height: outShape[2], width: outShape[3], factor: r, threads: threads)
+        case let .pixelUnshuffle(r):
+            let s = shape(0)
+            pixelShuffleKernel(inverse: true, x: x(0), y: out, batch: s[0], channels: s[1], height: s[2], width: s[3], factor: r, threads: threads)
+        case .embedding:
+            guard let idx = i64[node.inputs[1].index] else {
+                throw DicoError(.invalidInput, "node '\(node.name)': indices must be a graph input")
+            }
+            embeddingKernel(table: x(0), idx: idx, y: out, rows: outShape[0], width: outShape[1])
+        case let .timestepEmbedding(dim, maxPeriod):
+            timestepEmbeddingKernel(t: x(0), y: out, batch: outShape[0], dim: dim, maxPeriod: maxPeriod)
+        }
+    }
+}
+
+/// Frees an input copy when the run ends.
+private final class Deallocator {
+    let p: UnsafeMutablePointer<Int64>
+    init(_ p: UnsafeMutablePointer<Int64>) { self.p = p }
+    deinit { p.deallocate() }
+}
+
+/// Reuses activation buffers by exact size: fresh large allocations would be zero-filled
+/// by the kernel page by page on every node, which costs more than the math for DiCo.
+/// Buffers are kept across runs and freed with the executor.
+final class BufferPool {
+    private var free: [Int: [UnsafeMutablePointer<Float>]] = [:]
+    private var all: [(UnsafeMutablePointer<Float>, Int)] = []
+
+    func take(_ count: Int) -> UnsafeMutablePointer<Float> {
+        if let p = free[count]?.popLast() { return p }
+        let p = UnsafeMutableRawPointer.allocate(byteCount: max(count, 1) * 4, alignment: 64).bindMemory(to: Float.self, capacity: max(count, 1))
+        all.append((p, count))
+        return p
+    }
+
+    func give(_ p: UnsafeMutablePointer<Float>, _ count: Int) { free[count, default: []].append(p) }
+
+    /// Makes every buffer free again, for the next run.
+    func releaseAll() {
+        free = Dictionary(grouping: all, by: { $0.1 }).mapValues { $0.map { $0.0 } }
+    }
+
+    deinit { for (p, _) in all { p.deallocate() } }
+}

@@ -1,0 +1,76 @@
+/// Layer normalization over the channel axis at every pixel (no affine): mean and biased
+/// variance over C, accumulated in Double in tiles of pixels so the channel sums stay exact
+/// to float rounding even for the widest DiCo levels.
+func channelLayerNormKernel(x: UnsafePointer<Float>, y: UnsafeMutablePointer<Float>, batch: Int, channels: Int, pixels: Int,
+                            eps: Float, threads: Int) {
+    let tile = 128
+    let tilesPerImage = (pixels + tile - 1) / tile
+    parallelRanges(batch * tilesPerImage, threads: threads) { range in
+        var mean = [Double](repeating: 0, count: tile)
+        var m2 = [Double](repeating: 0, count: tile)
+        for job in range {
+            let n = job / tilesPerImage, p0 = (job % tilesPerImage) * tile
+            let len = min(tile, pixels - p0)
+            let base = x + n * channels * pixels + p0, out = y + n * channels * pixels + p0
+            mean.withUnsafeMutableBufferPointer { mu in
+                m2.withUnsafeMutableBufferPointer { v in
+                    for i in 0..<len { mu[i] = 0; v[i] = 0 }
+                    for c in 0..<channels {
+                        let row = base + c * pixels
+                        for i in 0..<len { mu[i] += Double(row[i]) }
+                    }
+                    let inv = 1 / Double(channels)
+                    for i in 0..<len { mu[i] *= inv }
+                    for c in 0..<channels {
+                        let row = base + c * pixels
+                        for i in 0..<len {
+                            let d = Double(row[i]) - mu[i]
+                            v[i] += d * d
+                        }
+                    }
+                    for i in 0..<len { v[i] = 1 / (v[i] * inv + Double(eps)).squareRoot() }
+                    for c in 0..<channels {
+                        let row = base + c * pixels, o = out + c * pixels
+                        for i in 0..<len { o[i] = Float((Double(row[i]) - mu[i]) * v[i]) }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// DiCo's modulation y = x * (1 + scale) + shift, scale and shift [N,C] broadcast over pixels.
+func modulateKernel(x: UnsafePointer<Float>, shift: UnsafePointer<Float>, scale: UnsafePointer<Float>, y: UnsafeMutablePointer<Float>,
+                    batch: Int, channels: Int, pixels: Int, threads: Int) {
+    parallelRanges(batch * channels, threads: threads) { range in
+        for nc in range {
+            let a = 1 + scale[nc], b = shift[nc]
+            let s = x + nc * pixels, o = y + nc * pixels
+            for i in 0..<pixels { o[i] = s[i] * a + b }
+        }
+    }
+}
+
+/// The gated residual out = inp + gate * branch, gate [N,C] broadcast over pixels.
+func gatedAddKernel(inp: UnsafePointer<Float>, gate: UnsafePointer<Float>, branch: UnsafePointer<Float>, y: UnsafeMutablePointer<Float>,
+                    batch: Int, channels: Int, pixels: Int, threads: Int) {
+    parallelRanges(batch * channels, threads: threads) { range in
+        for nc in range {
+            let g = gate[nc]
+            let a = inp + nc * pixels, b = branch + nc * pixels, o = y + nc * pixels
+            for i in 0..<pixels { o[i] = a[i] + g * b[i] }
+        }
+    }
+}
+
+/// Mean over each [H*W] plane: [N,C,H,W] -> [N,C,1,1], summed in Double.
+func globalAvgPoolKernel(x: UnsafePointer<Float>, y: UnsafeMutablePointer<Float>, planes: Int, pixels: Int, threads: Int) {
+    parallelRanges(planes, threads: threads) { range in
+        for pl in range {
+            let s = x + pl * pixels
+            var acc: Double = 0
+            for i in 0..<pixels { acc += Double(s[i]) }
+            y[pl] = Float(acc / Double(pixels))
+        }
+    }
+}

@@ -1,0 +1,67 @@
+import ArgumentParser
+import DicoCore
+import DicoModel
+import DicoRuntime
+import DicoSafetensors
+
+/// `dico-convert run MODEL --input IN --output OUT`: one forward pass.
+struct Run: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Run the model on x [N,4,H,W] f32, t [N] (i64 or f32) and y [N] i64; write out [N,8,H,W] f32.",
+        discussion: "Other tensors in the input file are ignored, so a reference file holding its expected output runs as is.")
+
+    @Argument(help: "A DiCo model (.safetensors).")
+    var model: String
+
+    @Option(help: "A safetensors file with the tensors x, t and y.")
+    var input: String
+
+    @Option(help: "Where to write the safetensors file holding 'out'.")
+    var output: String
+
+    @Flag(help: "Overwrite the output file if it exists.")
+    var force = false
+
+    @OptionGroup var threadOptions: ThreadOptions
+
+    func run() throws {
+        let loaded = try DiCoModelFile.load(model)
+        let inputs = try RunInputs.read(input)
+        let executor = try Executor(graph: loaded.graph, threads: threadOptions.threads ?? Executor.defaultThreads)
+        let out: [HostTensor]
+        do {
+            out = try executor.run(inputs)
+        } catch let e as DicoError where e.kind == .invalidInput {
+            throw DicoError.invalid(input, e.message)
+        }
+        try SafetensorsWriter.write([(name: "out", data: out[0].tensorData)], metadata: ["made_by": "dico-convert \(dicoConvertVersion) run"],
+                                    to: output, overwrite: force)
+    }
+}
+
+/// Reads the run command's inputs, strictly.
+enum RunInputs {
+    /// x, t and y from a safetensors file; t may be int64 or float32 and is passed as float32.
+    /// - Throws: `DicoError.invalidInput` naming the file and the tensor when one is missing
+    ///   or has the wrong dtype or rank.
+    static func read(_ path: String) throws -> [String: HostTensor] {
+        let f = try SafetensorsFile(path: path)
+        func get(_ name: String, _ dtypes: [DType], rank: Int) throws -> TensorData {
+            guard let t = f.tensor(name) else { throw DicoError.invalid(path, "missing tensor '\(name)'") }
+            guard dtypes.contains(t.dtype) else {
+                throw DicoError.invalid(path, "tensor '\(name)' has dtype \(t.dtype.safetensorsName), expected \(dtypes.map(\.safetensorsName).joined(separator: " or "))")
+            }
+            guard t.shape.count == rank else { throw DicoError.invalid(path, "tensor '\(name)' has shape \(t.shape), expected rank \(rank)") }
+            return t
+        }
+        let x = try get("x", [.f32], rank: 4), t = try get("t", [.i64, .f32], rank: 1), y = try get("y", [.i64], rank: 1)
+        if t.dtype == .f32, let bad = t.floats().first(where: { !$0.isFinite }) {
+            throw DicoError.invalid(path, "tensor 't' holds a non-finite timestep \(bad)")
+        }
+        return [
+            "x": HostTensor(shape: x.shape, floats: x.floats()),
+            "t": HostTensor(shape: t.shape, floats: t.floats()),
+            "y": HostTensor(shape: y.shape, int64s: y.int64s()!),
+        ]
+    }
+}
