@@ -8,11 +8,15 @@
 /// A JSON value exactly as written: object members in document order (duplicates kept) and
 /// numbers as their literal text.
 public indirect enum JSONValue: Sendable, Equatable {
+    /// `null`.
     case null
+    /// `true` or `false`.
     case bool(Bool)
     /// The number literal exactly as it appears in the document (RFC 8259 §6 grammar).
     case number(String)
+    /// A string, escapes decoded.
     case string(String)
+    /// An array, elements in order.
     case array([JSONValue])
     /// Members in document order; a key may appear more than once so callers can reject that.
     case object([(key: String, value: JSONValue)])
@@ -155,18 +159,21 @@ public struct JSONError: Error, Sendable, Equatable, CustomStringConvertible {
         case tooDeep
     }
 
+    /// The class of problem.
     public let kind: Kind
     /// Byte offset into the parsed buffer where the problem was found.
     public let offset: Int
     /// What is wrong, e.g. "expected ':' after object key".
     public let reason: String
 
+    /// An error of `kind` found at byte `offset`, described by `reason`.
     public init(_ kind: Kind, offset: Int, reason: String) {
         self.kind = kind
         self.offset = offset
         self.reason = reason
     }
 
+    /// `"<reason> at byte <offset>"`.
     public var description: String { "\(reason) at byte \(offset)" }
 }
 

@@ -7,9 +7,9 @@ import DicoIR
 /// Runs an IR graph on the CPU in float32. Weights stay in the mapped model file when they
 /// are float32 and aligned; other float types are widened once, at construction.
 ///
-/// Threads: GEMMs use OpenBLAS's threads, the other kernels split their outputs into
-/// disjoint ranges; either way each output element is computed by the same arithmetic for
-/// every thread count, so results do not depend on it. One `run` at a time per executor.
+/// Threads: GEMMs run as a fixed grid of single-threaded sgemm tiles and the other kernels
+/// split their outputs into disjoint ranges; either way each output element is computed by
+/// the same arithmetic for every thread count, so results do not depend on it. One `run` at a time per executor.
 public final class Executor: @unchecked Sendable {
     public let graph: Graph
     public let threads: Int
@@ -27,6 +27,7 @@ public final class Executor: @unchecked Sendable {
     ///   `.invalidInput` if it holds an op this executor cannot run with its attributes.
     public init(graph: Graph, threads: Int = Executor.defaultThreads) throws {
         try graph.verify()
+        useSingleThreadedBLAS()
         self.graph = graph
         self.threads = max(1, threads)
         for id in graph.constantIDs {
@@ -47,7 +48,6 @@ public final class Executor: @unchecked Sendable {
     /// - Throws: `DicoError.invalidInput` naming the input when one is missing, has the
     ///   wrong dtype or shape, or holds a class index outside the embedding table.
     public func run(_ inputs: [String: HostTensor]) throws -> [HostTensor] {
-        setBLASThreads(threads)
         defer { pool.releaseAll() }
         let bindings = try bind(inputs)
         var shapes = [[Int]](repeating: [], count: graph.values.count)
@@ -159,7 +159,7 @@ public final class Executor: @unchecked Sendable {
             let (n, cin, h, wd) = (s[0], s[1], s[2], s[3])
             let (cout, kh, kw) = (w[0], w[2], w[3])
             if kh == 1, kw == 1, stride == 1, padding == 0, groups == 1 {
-                conv1x1Kernel(x: x(0), w: x(1), bias: opt(2), y: out, batch: n, cin: cin, cout: cout, pixels: h * wd)
+                conv1x1Kernel(x: x(0), w: x(1), bias: opt(2), y: out, batch: n, cin: cin, cout: cout, pixels: h * wd, threads: threads)
             } else if kh == 3, kw == 3, stride == 1, padding == 1, groups == cin, cout == cin {
                 depthwise3x3Kernel(x: x(0), w: x(1), bias: opt(2), y: out, batch: n, channels: cin, height: h, width: wd, threads: threads)
             } else {
@@ -172,7 +172,7 @@ public final class Executor: @unchecked Sendable {
             }
         case .linear:
             let s = shape(0)
-            linearKernel(x: x(0), w: x(1), bias: opt(2), y: out, rows: s[0], inFeatures: s[1], outFeatures: outShape[1])
+            linearKernel(x: x(0), w: x(1), bias: opt(2), y: out, rows: s[0], inFeatures: s[1], outFeatures: outShape[1], threads: threads)
         case let .channelLayerNorm(eps):
             channelLayerNormKernel(x: x(0), y: out, batch: outShape[0], channels: outShape[1], pixels: outShape[2] * outShape[3], eps: eps, threads: threads)
         case .modulate:

@@ -14,6 +14,7 @@ import DicoCore
 public struct SafetensorsTensorInfo: Sendable, Equatable {
     /// The tensor name (the header key).
     public let name: String
+    /// The element type.
     public let dtype: DType
     /// Dimensions, outermost first; empty for a scalar.
     public let shape: [Int]
@@ -22,6 +23,7 @@ public struct SafetensorsTensorInfo: Sendable, Equatable {
     /// One past the last byte, relative to the start of the data section.
     public let end: Int
 
+    /// A tensor layout as given (no validation: `SafetensorsFile` validates what it reads).
     public init(name: String, dtype: DType, shape: [Int], begin: Int, end: Int) {
         self.name = name
         self.dtype = dtype

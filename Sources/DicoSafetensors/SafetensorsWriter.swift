@@ -2,11 +2,14 @@ import DicoCore
 
 /// One tensor to be written: its name, element type and shape (the bytes come separately).
 public struct SafetensorsEntry: Sendable, Equatable {
+    /// The tensor name (the header key); non-empty, unique, not `__metadata__`.
     public let name: String
+    /// The element type.
     public let dtype: DType
     /// Dimensions, outermost first; empty for a scalar.
     public let shape: [Int]
 
+    /// An entry as given; `SafetensorsWriter` validates it when writing.
     public init(name: String, dtype: DType, shape: [Int]) {
         self.name = name
         self.dtype = dtype

@@ -69,8 +69,9 @@ func im2colConvKernel(x: UnsafePointer<Float>, w: UnsafePointer<Float>, bias: Un
             if let bias {
                 for c in 0..<coutG { (yg + c * cols).update(repeating: bias[g * coutG + c], count: cols) }
             }
-            sgemm(m: coutG, n: cols, k: rows, a: w + g * coutG * rows, lda: rows, b: scratch, ldb: cols, transB: false,
-                  c: yg, ldc: cols, accumulate: bias != nil)
+            gemm(GemmProblem(m: coutG, n: cols, k: rows, a: w + g * coutG * rows, lda: rows, strideA: 0,
+                             b: scratch, ldb: cols, strideB: 0, transB: false, c: yg, ldc: cols, strideC: 0,
+                             accumulate: bias != nil), threads: threads)
         }
     }
 }

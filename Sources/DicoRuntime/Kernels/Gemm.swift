@@ -1,41 +1,78 @@
 import COpenBLAS
+import Dispatch
 
-/// C[M,N] = A[M,K] * op(B) (+ C when `accumulate`), row-major, through OpenBLAS sgemm.
-/// `transB` selects B stored as [N,K] (a PyTorch linear weight) instead of [K,N].
-@inline(__always)
-func sgemm(m: Int, n: Int, k: Int, a: UnsafePointer<Float>, lda: Int, b: UnsafePointer<Float>, ldb: Int, transB: Bool,
-           c: UnsafeMutablePointer<Float>, ldc: Int, accumulate: Bool) {
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, transB ? CblasTrans : CblasNoTrans,
-                Int32(m), Int32(n), Int32(k), 1, a, Int32(lda), b, Int32(ldb), accumulate ? 1 : 0, c, Int32(ldc))
+/// Row-major matrix operands of one GEMM, C[M,N] = A[M,K] * op(B) (+ C), repeated over a
+/// batch with fixed strides.
+struct GemmProblem {
+    var m: Int, n: Int, k: Int
+    var a: UnsafePointer<Float>, lda: Int, strideA: Int
+    /// B is [K,N], or [N,K] when `transB` (a PyTorch linear weight).
+    var b: UnsafePointer<Float>, ldb: Int, strideB: Int, transB: Bool
+    var c: UnsafeMutablePointer<Float>, ldc: Int, strideC: Int
+    var batch: Int = 1
+    /// Add to C (which holds the bias) instead of overwriting it.
+    var accumulate: Bool
 }
 
-/// Sets the number of threads OpenBLAS uses for every later call.
-func setBLASThreads(_ n: Int) { openblas_set_num_threads(Int32(n)) }
+/// Tile sizes of the fixed task grid. The grid depends only on the problem, never on the
+/// thread count: OpenBLAS's own threading splits work by thread count and so changes
+/// results in the last bits, while here each tile is one single-threaded sgemm whose
+/// arithmetic is the same however many workers share the tiles.
+let gemmRowTile = 512
+let gemmColTile = 256
+
+/// Runs `p` as a grid of single-threaded OpenBLAS sgemm calls, `threads` workers at a time.
+func gemm(_ p: GemmProblem, threads: Int) {
+    let mt = (p.m + gemmRowTile - 1) / gemmRowTile, nt = (p.n + gemmColTile - 1) / gemmColTile
+    let tiles = p.batch * mt * nt
+    guard tiles > 0, p.k >= 0 else { return }
+    let workers = max(1, min(threads, tiles))
+    func tile(_ t: Int) {
+        let bi = t / (mt * nt), i0 = (t / nt % mt) * gemmRowTile, j0 = (t % nt) * gemmColTile
+        let mm = min(gemmRowTile, p.m - i0), nn = min(gemmColTile, p.n - j0)
+        let a = p.a + bi * p.strideA + i0 * p.lda
+        let b = p.b + bi * p.strideB + (p.transB ? j0 * p.ldb : j0)
+        let c = p.c + bi * p.strideC + i0 * p.ldc + j0
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, p.transB ? CblasTrans : CblasNoTrans,
+                    Int32(mm), Int32(nn), Int32(p.k), 1, a, Int32(p.lda), b, Int32(p.ldb), p.accumulate ? 1 : 0, c, Int32(p.ldc))
+    }
+    if workers == 1 {
+        for t in 0..<tiles { tile(t) }
+        return
+    }
+    DispatchQueue.concurrentPerform(iterations: workers) { w in
+        for t in stride(from: w, to: tiles, by: workers) { tile(t) }
+    }
+}
+
+/// OpenBLAS must not add threads of its own (see `gemm`); set once per executor.
+func useSingleThreadedBLAS() { openblas_set_num_threads(1) }
 
 /// Linear layer y[N,out] = x[N,in] W^T + b, W in PyTorch layout [out,in].
 func linearKernel(x: UnsafePointer<Float>, w: UnsafePointer<Float>, bias: UnsafePointer<Float>?, y: UnsafeMutablePointer<Float>,
-                  rows: Int, inFeatures: Int, outFeatures: Int) {
+                  rows: Int, inFeatures: Int, outFeatures: Int, threads: Int) {
     if let bias {
         for r in 0..<rows { (y + r * outFeatures).update(from: bias, count: outFeatures) }
     }
-    sgemm(m: rows, n: outFeatures, k: inFeatures, a: x, lda: inFeatures, b: w, ldb: inFeatures, transB: true,
-          c: y, ldc: outFeatures, accumulate: bias != nil)
+    gemm(GemmProblem(m: rows, n: outFeatures, k: inFeatures, a: x, lda: inFeatures, strideA: 0,
+                     b: w, ldb: inFeatures, strideB: 0, transB: true, c: y, ldc: outFeatures, strideC: 0,
+                     accumulate: bias != nil), threads: threads)
 }
 
 /// 1x1 convolution per image: Y_n[Cout,HW] = W[Cout,Cin] X_n[Cin,HW] + b.
 func conv1x1Kernel(x: UnsafePointer<Float>, w: UnsafePointer<Float>, bias: UnsafePointer<Float>?, y: UnsafeMutablePointer<Float>,
-                   batch: Int, cin: Int, cout: Int, pixels: Int) {
+                   batch: Int, cin: Int, cout: Int, pixels: Int, threads: Int) {
     if pixels == 1 {
         // A pooled [N,C,1,1] input is a plain linear layer over the batch.
-        linearKernel(x: x, w: w, bias: bias, y: y, rows: batch, inFeatures: cin, outFeatures: cout)
+        linearKernel(x: x, w: w, bias: bias, y: y, rows: batch, inFeatures: cin, outFeatures: cout, threads: threads)
         return
     }
-    for n in 0..<batch {
-        let yn = y + n * cout * pixels
-        if let bias {
-            for c in 0..<cout { (yn + c * pixels).update(repeating: bias[c], count: pixels) }
+    if let bias {
+        for n in 0..<batch {
+            for c in 0..<cout { (y + (n * cout + c) * pixels).update(repeating: bias[c], count: pixels) }
         }
-        sgemm(m: cout, n: pixels, k: cin, a: w, lda: cin, b: x + n * cin * pixels, ldb: pixels, transB: false,
-              c: yn, ldc: pixels, accumulate: bias != nil)
     }
+    gemm(GemmProblem(m: cout, n: pixels, k: cin, a: w, lda: cin, strideA: 0,
+                     b: x, ldb: pixels, strideB: cin * pixels, transB: false, c: y, ldc: pixels, strideC: cout * pixels,
+                     batch: batch, accumulate: bias != nil), threads: threads)
 }
