@@ -19,6 +19,12 @@ public final class Executor: @unchecked Sendable {
     private var owned: [OwnedBytes] = []
     private let pool = BufferPool()
 
+    /// When true, `run` adds each node's wall time to `profile`, keyed by op name and
+    /// kernel path (for `bench --profile`).
+    public var profiling = false
+    /// Seconds and node count per kernel path, accumulated over profiled runs.
+    public private(set) var profile: [String: (seconds: Double, count: Int)] = [:]
+
     /// The number of online CPUs, the default thread count.
     public static var defaultThreads: Int { max(1, sysconf(Int32(_SC_NPROCESSORS_ONLN))) }
 
@@ -88,7 +94,13 @@ public final class Executor: @unchecked Sendable {
 
         for (n, node) in graph.nodes.enumerated() {
             let out = pool.take(shapes[node.output.index].reduce(1, *))
+            let start = profiling ? monotonicNow() : 0
             try execute(node, out: out, f32: f32, i64: i64, shapes: shapes)
+            if profiling {
+                let key = kernelPath(node, shapes)
+                let prev = profile[key] ?? (0, 0)
+                profile[key] = (prev.seconds + monotonicNow() - start, prev.count + 1)
+            }
             f32[node.output.index] = UnsafePointer(out)
             for i in node.inputs where lastUse[i.index] == n && graph.constant(i) == nil {
                 if let p = f32[i.index], case .node = graph[i].source {
@@ -101,6 +113,14 @@ public final class Executor: @unchecked Sendable {
             let p = f32[o.index]!
             return HostTensor(shape: s, floats: Array(UnsafeBufferPointer(start: p, count: s.reduce(1, *))))
         }
+    }
+
+    /// The op name, refined by the kernel a conv takes.
+    private func kernelPath(_ node: Node, _ shapes: [[Int]]) -> String {
+        guard case let .conv2d(_, _, groups) = node.op else { return node.op.name }
+        let w = shapes[node.inputs[1].index]
+        if w[2] == 1 && w[3] == 1 { return "conv2d 1x1" }
+        return groups == 1 ? "conv2d \(w[2])x\(w[3]) dense" : "conv2d \(w[2])x\(w[3]) grouped"
     }
 
     /// Checks each input against its declared type and binds the shape symbols N, H, W.
@@ -210,6 +230,12 @@ public final class Executor: @unchecked Sendable {
             timestepEmbeddingKernel(t: x(0), y: out, batch: outShape[0], dim: dim, maxPeriod: maxPeriod)
         }
     }
+}
+
+func monotonicNow() -> Double {
+    var ts = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return Double(ts.tv_sec) + Double(ts.tv_nsec) * 1e-9
 }
 
 /// Frees an input copy when the run ends.

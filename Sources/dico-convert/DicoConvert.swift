@@ -16,7 +16,7 @@ struct DicoConvert: ParsableCommand {
         bad run inputs); 74 I/O failure; 70 internal error.
         """,
         version: dicoConvertVersion,
-        subcommands: [Inspect.self, Run.self, Synth.self]
+        subcommands: [Inspect.self, Run.self, Synth.self, Bench.self]
     )
 
     /// Runs the command, turning a `DicoError` into one message on stderr and its

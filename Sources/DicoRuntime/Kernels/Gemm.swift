@@ -18,11 +18,20 @@ struct GemmProblem {
 /// thread count: OpenBLAS's own threading splits work by thread count and so changes
 /// results in the last bits, while here each tile is one single-threaded sgemm whose
 /// arithmetic is the same however many workers share the tiles.
-let gemmRowTile = 512
-let gemmColTile = 256
+let gemmMaxRowTile = 512
+let gemmMaxColTile = 256
+
+/// Splits `extent` into ceil(extent / maxTile) near-equal tiles (rounded up to a multiple
+/// of 16, the kernels' register-block width), so workers get balanced shares.
+func tileSize(_ extent: Int, max maxTile: Int) -> Int {
+    let count = max(1, (extent + maxTile - 1) / maxTile)
+    let even = (extent + count - 1) / count
+    return max(1, min(extent, (even + 15) / 16 * 16))
+}
 
 /// Runs `p` as a grid of single-threaded OpenBLAS sgemm calls, `threads` workers at a time.
 func gemm(_ p: GemmProblem, threads: Int) {
+    let gemmRowTile = tileSize(p.m, max: gemmMaxRowTile), gemmColTile = tileSize(p.n, max: gemmMaxColTile)
     let mt = (p.m + gemmRowTile - 1) / gemmRowTile, nt = (p.n + gemmColTile - 1) / gemmColTile
     let tiles = p.batch * mt * nt
     guard tiles > 0, p.k >= 0 else { return }

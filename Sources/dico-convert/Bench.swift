@@ -1,0 +1,92 @@
+import ArgumentParser
+import DicoCore
+import DicoModel
+import DicoRuntime
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// `dico-convert bench MODEL`: times forward passes on seeded inputs (for scripts/bench.sh).
+struct Bench: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Time forward passes of a model on seeded inputs and print one JSON line (median, min, all runs).")
+
+    @Argument(help: "A DiCo model (.safetensors).")
+    var model: String
+
+    @Option(help: "Batch size.")
+    var batch = 2
+
+    @Option(help: "Latent height and width (divisible by 4).")
+    var size = 32
+
+    @Option(help: "Timed runs after one warm-up run.")
+    var runs = 5
+
+    @Flag(help: "Print the time per op and kernel path to stderr.")
+    var profile = false
+
+    @OptionGroup var threadOptions: ThreadOptions
+
+    func validate() throws {
+        guard batch >= 1, runs >= 1, size >= 4, size % 4 == 0 else {
+            throw ValidationError("--batch and --runs must be at least 1, --size a positive multiple of 4")
+        }
+    }
+
+    func run() throws {
+        let loaded = try DiCoModelFile.load(model)
+        let config = loaded.weights.config
+        let executor = try Executor(graph: loaded.graph, threads: threadOptions.threads ?? Executor.defaultThreads)
+        var rng = SplitMix64(seed: 1)
+        let n = batch * config.inChannels * size * size
+        let x = (0..<n).map { _ in Float(rng.next() >> 40) / 16_777_216 * 2 - 1 }
+        let t = (0..<batch).map { _ in Float(rng.next() % 1000) }
+        let y = (0..<batch).map { _ in Int64(rng.next() % UInt64(config.tableRows)) }
+        let inputs = ["x": HostTensor(shape: [batch, config.inChannels, size, size], floats: x),
+                      "t": HostTensor(shape: [batch], floats: t), "y": HostTensor(shape: [batch], int64s: y)]
+        executor.profiling = profile
+        var finite = true
+        var times: [Double] = []
+        for i in 0...runs {
+            let start = monotonicSeconds()
+            let out = try executor.run(inputs)
+            let elapsed = monotonicSeconds() - start
+            if i > 0 { times.append(elapsed) }
+            finite = finite && out[0].floats!.allSatisfy { $0.isFinite }
+        }
+        let sorted = times.sorted()
+        let median = sorted.count % 2 == 1 ? sorted[sorted.count / 2] : (sorted[sorted.count / 2 - 1] + sorted[sorted.count / 2]) / 2
+        let obj: JSONValue = .object([
+            ("peer", .string("dico-convert")), ("model", .string(config.preset?.displayName ?? "custom")),
+            ("batch", .integer(batch)), ("size", .integer(size)), ("threads", .integer(executor.threads)),
+            ("median_s", .number(String(format6(median)))), ("min_s", .number(String(format6(sorted[0])))),
+            ("runs", .array(times.map { .number(format6($0)) })), ("finite", .bool(finite)),
+        ])
+        print(obj.serialized())
+        if profile {
+            let total = executor.profile.values.reduce(0) { $0 + $1.seconds }
+            for (k, v) in executor.profile.sorted(by: { $0.value.seconds > $1.value.seconds }) {
+                fputs("\(k.padding(24)) \(v.count) nodes/run x \(runs + 1) runs  \(Int(v.seconds / total * 1000) / 10)%  \(format6(v.seconds / Double(runs + 1))) s/run\n", stderr)
+            }
+        }
+    }
+}
+
+func monotonicSeconds() -> Double {
+    var ts = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return Double(ts.tv_sec) + Double(ts.tv_nsec) * 1e-9
+}
+
+extension String {
+    func padding(_ n: Int) -> String { count >= n ? self : self + String(repeating: " ", count: n - count) }
+}
+
+/// Seconds with 6 decimals, as a JSON number literal.
+func format6(_ v: Double) -> String {
+    let scaled = (v * 1_000_000).rounded()
+    let whole = Int(scaled) / 1_000_000, frac = Int(scaled) % 1_000_000
+    let f = String(frac)
+    return "\(whole)." + String(repeating: "0", count: 6 - f.count) + f
+}
