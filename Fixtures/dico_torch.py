@@ -1,4 +1,4 @@
-"""Reference PyTorch implementation of DiCo, built strictly from /work/shared/DICO_MODEL.md.
+"""Reference PyTorch implementation of DiCo, built strictly from ../shared/DICO_MODEL.md.
 
 State-dict names follow the official checkpoints exactly (e.g. ``x_embedder.proj.weight``,
 ``t_embedder_1.mlp.0.weight``, ``y_embedder.embedding_table_0.weight``,

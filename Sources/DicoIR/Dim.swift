@@ -20,6 +20,7 @@ public struct Dim: Hashable, Sendable, CustomStringConvertible {
 
     public init(symbol: DimSymbol?, num: Int, den: Int) {
         precondition(den > 0 && num >= 0, "dimension fraction is non-negative with a positive denominator")
+        precondition(symbol != nil || num % den == 0, "a constant dimension must be whole")
         let g = Dim.gcd(num, den)
         self.symbol = symbol
         self.num = symbol == nil ? num / den : num / max(g, 1)

@@ -63,7 +63,7 @@ public struct Graph: Sendable {
     /// - Throws: `DicoError.invalidInput` naming the node when the inputs do not fit the op.
     @discardableResult
     public mutating func add(_ op: Op, _ inputs: [ValueID], name: String) throws -> ValueID {
-        for i in inputs where i.index >= values.count {
+        for i in inputs where i.index < 0 || i.index >= values.count {
             throw DicoError(.internalError, "node '\(name)': input \(i) is not defined")
         }
         let type = try inferType(op, inputs.map { values[$0.index].type }, node: name)

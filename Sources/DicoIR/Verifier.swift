@@ -26,11 +26,11 @@ extension Graph {
         }
         for (n, node) in nodes.enumerated() {
             for input in node.inputs {
-                guard input.index < values.count, defined[input.index] else {
+                guard input.index >= 0, input.index < values.count, defined[input.index] else {
                     throw bug("node \(n) '\(node.name)' reads \(input), which is not defined before it")
                 }
             }
-            guard node.output.index < values.count, case .node(n) = values[node.output.index].source else {
+            guard node.output.index >= 0, node.output.index < values.count, case .node(n) = values[node.output.index].source else {
                 throw bug("node \(n) '\(node.name)' output \(node.output) is not recorded as its own")
             }
             guard !defined[node.output.index] else { throw bug("node \(n) '\(node.name)' redefines \(node.output)") }
@@ -41,7 +41,7 @@ extension Graph {
             defined[node.output.index] = true
         }
         guard !outputs.isEmpty else { throw bug("graph has no outputs") }
-        for o in outputs where o.index >= values.count || !defined[o.index] {
+        for o in outputs where o.index < 0 || o.index >= values.count || !defined[o.index] {
             throw bug("graph output \(o) is not defined")
         }
     }

@@ -3,6 +3,9 @@ import DicoCore
 import DicoModel
 import DicoRuntime
 import DicoSafetensors
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// `dico-convert run MODEL --input IN --output OUT`: one forward pass.
 struct Run: ParsableCommand {
@@ -25,6 +28,8 @@ struct Run: ParsableCommand {
     @OptionGroup var threadOptions: ThreadOptions
 
     func run() throws {
+        // Fail before the forward pass, not after it; the atomic writer checks again at the end.
+        if !force, access(output, F_OK) == 0 { throw DicoError(.usage, "\(output): already exists; pass --force to overwrite") }
         let loaded = try DiCoModelFile.load(model)
         let inputs = try RunInputs.read(input)
         let executor = try Executor(graph: loaded.graph, threads: threadOptions.threads ?? Executor.defaultThreads)
