@@ -10,19 +10,28 @@ let package = Package(
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-crypto", from: "3.12.3"),
     ],
     targets: [
         // C edge: OpenBLAS found through pkg-config (Debian libopenblas-dev).
         .systemLibrary(name: "COpenBLAS", path: "Sources/COpenBLAS", pkgConfig: "openblas",
                        providers: [.apt(["libopenblas-dev"])]),
+        // C edge: zlib's crc32 (Debian zlib1g-dev), the .dico checksum.
+        .systemLibrary(name: "CZlib", path: "Sources/CZlib", pkgConfig: "zlib", providers: [.apt(["zlib1g-dev"])]),
         .target(name: "DicoCore"),
         .target(name: "DicoSafetensors", dependencies: ["DicoCore"]),
         .target(name: "DicoIR", dependencies: ["DicoCore"]),
         .target(name: "DicoModel", dependencies: ["DicoCore", "DicoIR", "DicoSafetensors"]),
+        .target(name: "DicoQuant", dependencies: ["DicoCore"]),
+        .target(name: "DicoFormat", dependencies: ["DicoCore", "DicoIR", "CZlib"]),
+        .target(name: "DicoConversion", dependencies: [
+            "DicoCore", "DicoIR", "DicoModel", "DicoSafetensors", "DicoQuant", "DicoFormat",
+            .product(name: "Crypto", package: "swift-crypto"),
+        ]),
         .target(name: "DicoRuntime", dependencies: ["DicoCore", "DicoIR", "COpenBLAS"],
                 swiftSettings: [.unsafeFlags(["-Ounchecked"], .when(configuration: .release))]),
         .executableTarget(name: "dico-convert", dependencies: [
-            "DicoCore", "DicoSafetensors", "DicoIR", "DicoModel", "DicoRuntime",
+            "DicoCore", "DicoSafetensors", "DicoIR", "DicoModel", "DicoRuntime", "DicoFormat", "DicoQuant", "DicoConversion",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         .testTarget(name: "DicoCoreTests", dependencies: ["DicoCore"]),
@@ -30,6 +39,8 @@ let package = Package(
         .testTarget(name: "DicoIRTests", dependencies: ["DicoIR", "DicoCore"]),
         .testTarget(name: "DicoModelTests", dependencies: ["DicoModel", "DicoIR", "DicoSafetensors", "DicoCore"]),
         .testTarget(name: "DicoRuntimeTests", dependencies: ["DicoRuntime", "DicoModel", "DicoIR", "DicoSafetensors", "DicoCore"]),
+        .testTarget(name: "DicoQuantTests", dependencies: ["DicoQuant", "DicoCore"]),
+        .testTarget(name: "DicoFormatTests", dependencies: ["DicoFormat", "DicoConversion", "DicoModel", "DicoRuntime", "DicoIR", "DicoCore", "DicoQuant"]),
         .testTarget(name: "CLITests", dependencies: ["DicoSafetensors", "DicoCore"]),
     ],
     swiftLanguageModes: [.v5]

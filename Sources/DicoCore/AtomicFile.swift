@@ -61,6 +61,34 @@ public final class AtomicFileWriter {
         buffer.deallocate()
     }
 
+    /// Writes `bytes` at absolute file `offset` with pwrite(2), leaving the sequential
+    /// position alone. Several threads may call this at once for disjoint ranges. It does not
+    /// flush what `write` buffered: call `setLength` (which does) before mixing the two.
+    /// - Throws: `DicoError.io` when the OS write fails.
+    public func write(_ bytes: UnsafeRawBufferPointer, at offset: Int) throws {
+        guard !finished else { throw DicoError(.internalError, "\(path): write after commit or abort") }
+        guard var p = bytes.baseAddress, bytes.count > 0 else { return }
+        var left = bytes.count, at = offset
+        while left > 0 {
+            let n = pwrite(fd, p, min(left, 1 << 30), off_t(at))
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw DicoError.io(path, "write failed: \(AtomicFileWriter.lastError())")
+            }
+            p += n
+            left -= n
+            at += n
+        }
+    }
+
+    /// Sets the file's length (zero bytes past the data written so far), e.g. to reserve
+    /// the full size before `write(_:at:)` calls fill it.
+    /// - Throws: `DicoError.io` when ftruncate(2) fails.
+    public func setLength(_ length: Int) throws {
+        try flush()
+        guard ftruncate(fd, off_t(length)) == 0 else { throw DicoError.io(path, "cannot set the file length: \(AtomicFileWriter.lastError())") }
+    }
+
     /// Appends `bytes` to the file.
     /// - Throws: `DicoError.io` when the OS write fails (e.g. disk full); `DicoError(.internalError)`
     ///   after `commit()` or `abort()`.

@@ -38,6 +38,17 @@ public final class MappedFile: @unchecked Sendable {
         if let base { munmap(UnsafeMutableRawPointer(mutating: base), size) }
     }
 
+    /// Tells the kernel this process is done with the pages inside `[offset, offset + count)`:
+    /// they leave our resident set (they stay in the page cache), so streaming over a
+    /// multi-GB file keeps memory flat. Later reads fault them back in.
+    public func release(offset: Int, count: Int) {
+        guard let base, count > 0 else { return }
+        let page = Int(sysconf(Int32(_SC_PAGESIZE)))
+        let start = (offset + page - 1) / page * page, end = (offset + count) / page * page
+        guard end > start else { return }
+        _ = madvise(UnsafeMutableRawPointer(mutating: base + start), end - start, MADV_DONTNEED)
+    }
+
     /// The bytes `[offset, offset + count)`; the caller has checked the range.
     public func bytes(offset: Int, count: Int) -> UnsafeRawBufferPointer {
         precondition(offset >= 0 && count >= 0 && offset <= size - count, "range checked by the caller")

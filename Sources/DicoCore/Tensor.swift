@@ -27,20 +27,49 @@ public final class OwnedBytes: @unchecked Sendable {
     deinit { pointer.deallocate() }
 }
 
+/// How stored integers map back to float32 values.
+public final class Quantization: @unchecked Sendable {
+    /// The quantization schemes; the raw value is the `.dico` spelling (Formats/DICO.md).
+    public enum Scheme: String, Sendable, CaseIterable {
+        /// int8 values q in [-127, 127]; value = q * scales[c] along `axis`.
+        case int8SymmetricPerChannel = "int8_symmetric_per_channel"
+    }
+
+    public let scheme: Scheme
+    /// The axis the scales run along (0: output channels).
+    public let axis: Int
+    /// float32 scales, one per index along `axis`.
+    public let scales: TensorData
+
+    public init(scheme: Scheme, axis: Int, scales: TensorData) {
+        self.scheme = scheme
+        self.axis = axis
+        self.scales = scales
+    }
+}
+
 /// A typed, shaped, immutable view of tensor bytes (little-endian, row-major).
 public struct TensorData: @unchecked Sendable {
+    /// The storage dtype of the bytes.
     public let dtype: DType
     public let shape: [Int]
     public let storage: TensorStorage
     /// Number of bytes the view spans (`elementCount * dtype.byteSize`).
     public let byteCount: Int
+    /// Set when the bytes are quantized values of a float32 tensor.
+    public let quantization: Quantization?
 
-    public init(dtype: DType, shape: [Int], storage: TensorStorage, byteCount: Int) {
+    public init(dtype: DType, shape: [Int], storage: TensorStorage, byteCount: Int, quantization: Quantization? = nil) {
         self.dtype = dtype
         self.shape = shape
         self.storage = storage
         self.byteCount = byteCount
+        self.quantization = quantization
     }
+
+    /// The dtype a graph computes with: float32 for every float or quantized tensor (the
+    /// executor widens or dequantizes them), else the storage dtype.
+    public var logicalDType: DType { quantization != nil || dtype.isFloat ? .f32 : dtype }
 
     /// An owned tensor of float32 values.
     public init(shape: [Int], floats: [Float]) {
@@ -91,10 +120,26 @@ public struct TensorData: @unchecked Sendable {
     }
 }
 
-/// Writes `t`'s values as float32 into `out` (which holds `t.elementCount` floats).
+/// Writes `t`'s values as float32 into `out` (which holds `t.elementCount` floats),
+/// dequantizing quantized tensors.
 public func convertToFloat32(_ t: TensorData, into out: UnsafeMutablePointer<Float>) {
     let b = t.bytes
     let n = t.elementCount
+    if let q = t.quantization {
+        switch q.scheme {
+        case .int8SymmetricPerChannel:
+            let scales = q.scales.floats()
+            let outer = t.shape[..<q.axis].reduce(1, *), len = t.shape[q.axis], inner = t.shape[(q.axis + 1)...].reduce(1, *)
+            let src = b.bindMemory(to: Int8.self)
+            for o in 0..<outer {
+                for c in 0..<len {
+                    let s = scales[c], base = (o * len + c) * inner
+                    for i in 0..<inner { out[base + i] = Float(src[base + i]) * s }
+                }
+            }
+        }
+        return
+    }
     switch t.dtype {
     case .f32:
         if n > 0 { UnsafeMutableRawPointer(out).copyMemory(from: b.baseAddress!, byteCount: n * 4) }

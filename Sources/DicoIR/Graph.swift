@@ -24,6 +24,12 @@ public struct Value: Sendable {
     public var name: String
     public var type: TensorType
     public var source: ValueSource
+
+    public init(name: String, type: TensorType, source: ValueSource) {
+        self.name = name
+        self.type = type
+        self.source = source
+    }
 }
 
 /// One operation applied to values. Every node has exactly one output.
@@ -33,6 +39,13 @@ public struct Node: Sendable {
     public var output: ValueID
     /// Where the node came from (the module path in the source model), for messages and dumps.
     public var name: String
+
+    public init(op: Op, inputs: [ValueID], output: ValueID, name: String) {
+        self.op = op
+        self.inputs = inputs
+        self.output = output
+        self.name = name
+    }
 }
 
 /// A dataflow graph in topological order: nodes only read values defined before them.
@@ -52,10 +65,10 @@ public struct Graph: Sendable {
         return id
     }
 
-    /// Adds a constant whose type is taken from its data.
+    /// Adds a constant whose type is taken from its data (float32 for quantized data).
     public mutating func addConstant(_ name: String, _ data: TensorData) -> ValueID {
         let id = ValueID(values.count)
-        values.append(Value(name: name, type: TensorType(data.dtype, constant: data.shape), source: .constant(data)))
+        values.append(Value(name: name, type: TensorType(data.logicalDType, constant: data.shape), source: .constant(data)))
         return id
     }
 
@@ -71,6 +84,29 @@ public struct Graph: Sendable {
         values.append(Value(name: name, type: type, source: .node(nodes.count)))
         nodes.append(Node(op: op, inputs: inputs, output: id, name: name))
         return id
+    }
+
+    /// Replaces the data of constant `id` (a storage change such as quantization), keeping
+    /// its name; the new data must have the same shape and logical dtype.
+    public mutating func replaceConstant(_ id: ValueID, with data: TensorData) {
+        precondition(values[id.index].type == TensorType(data.logicalDType, constant: data.shape), "storage change keeps the type")
+        values[id.index].source = .constant(data)
+    }
+
+    /// Appends a value exactly as recorded (used by file readers, which then call `verify`).
+    public mutating func appendRecorded(_ value: Value) -> ValueID {
+        values.append(value)
+        return ValueID(values.count - 1)
+    }
+
+    /// Appends a node exactly as recorded (used by file readers, which then call `verify`).
+    public mutating func appendRecorded(_ node: Node) {
+        nodes.append(node)
+    }
+
+    /// Declares which values are the graph inputs (used by file readers).
+    public mutating func setInputs(_ ids: [ValueID]) {
+        inputs = ids
     }
 
     /// The value behind `id`.

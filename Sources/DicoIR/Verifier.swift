@@ -15,7 +15,7 @@ extension Graph {
             case .input:
                 guard inputs.contains(ValueID(i)) else { throw bug("value \(i) '\(v.name)' is an input not listed in the graph inputs") }
             case let .constant(d):
-                guard v.type == TensorType(d.dtype, constant: d.shape) else {
+                guard v.type == TensorType(d.logicalDType, constant: d.shape) else {
                     throw bug("constant '\(v.name)' is typed \(v.type) but holds \(d.dtype.rawValue)\(d.shape)")
                 }
                 guard d.byteCount == d.elementCount * d.dtype.byteSize else { throw bug("constant '\(v.name)' has \(d.byteCount) bytes for \(d.shape)") }

@@ -37,7 +37,7 @@ public final class Executor: @unchecked Sendable {
         self.graph = graph
         self.threads = max(1, threads)
         for id in graph.constantIDs {
-            guard let d = graph.constant(id), d.dtype.isFloat else { continue }
+            guard let d = graph.constant(id), d.logicalDType == .f32 else { continue }
             let raw = d.bytes.baseAddress
             if d.dtype == .f32, let raw, Int(bitPattern: raw) % MemoryLayout<Float>.alignment == 0 {
                 constants[id.index] = raw.assumingMemoryBound(to: Float.self)
@@ -94,12 +94,12 @@ public final class Executor: @unchecked Sendable {
 
         for (n, node) in graph.nodes.enumerated() {
             let out = pool.take(shapes[node.output.index].reduce(1, *))
-            let start = profiling ? monotonicNow() : 0
+            let start = profiling ? monotonicSeconds() : 0
             try execute(node, out: out, f32: f32, i64: i64, shapes: shapes)
             if profiling {
                 let key = kernelPath(node, shapes)
                 let prev = profile[key] ?? (0, 0)
-                profile[key] = (prev.seconds + monotonicNow() - start, prev.count + 1)
+                profile[key] = (prev.seconds + monotonicSeconds() - start, prev.count + 1)
             }
             f32[node.output.index] = UnsafePointer(out)
             for i in node.inputs where lastUse[i.index] == n && graph.constant(i) == nil {
@@ -230,12 +230,6 @@ public final class Executor: @unchecked Sendable {
             timestepEmbeddingKernel(t: x(0), y: out, batch: outShape[0], dim: dim, maxPeriod: maxPeriod)
         }
     }
-}
-
-func monotonicNow() -> Double {
-    var ts = timespec()
-    clock_gettime(CLOCK_MONOTONIC, &ts)
-    return Double(ts.tv_sec) + Double(ts.tv_nsec) * 1e-9
 }
 
 /// Frees an input copy when the run ends.

@@ -1,5 +1,6 @@
 import ArgumentParser
 import DicoCore
+import DicoConversion
 import DicoModel
 import DicoRuntime
 #if canImport(Glibc)
@@ -11,7 +12,7 @@ struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Time forward passes of a model on seeded inputs and print one JSON line (median, min, all runs).")
 
-    @Argument(help: "A DiCo model (.safetensors).")
+    @Argument(help: "A DiCo model (.safetensors or .dico).")
     var model: String
 
     @Option(help: "Batch size.")
@@ -35,8 +36,8 @@ struct Bench: ParsableCommand {
     }
 
     func run() throws {
-        let loaded = try DiCoModelFile.load(model)
-        let config = loaded.weights.config
+        let loaded = try LoadedModel.open(model)
+        let config = loaded.config
         let executor = try Executor(graph: loaded.graph, threads: threadOptions.threads ?? Executor.defaultThreads)
         var rng = SplitMix64(seed: 1)
         let n = batch * config.inChannels * size * size
@@ -67,16 +68,10 @@ struct Bench: ParsableCommand {
         if profile {
             let total = executor.profile.values.reduce(0) { $0 + $1.seconds }
             for (k, v) in executor.profile.sorted(by: { $0.value.seconds > $1.value.seconds }) {
-                fputs("\(k.padding(24)) \(v.count) nodes/run x \(runs + 1) runs  \(Int(v.seconds / total * 1000) / 10)%  \(format6(v.seconds / Double(runs + 1))) s/run\n", stderr)
+                fputs("\(k.padding(24)) \(v.count / (runs + 1)) nodes/run  \(Int(v.seconds / total * 1000) / 10)%  \(format6(v.seconds / Double(runs + 1))) s/run\n", stderr)
             }
         }
     }
-}
-
-func monotonicSeconds() -> Double {
-    var ts = timespec()
-    clock_gettime(CLOCK_MONOTONIC, &ts)
-    return Double(ts.tv_sec) + Double(ts.tv_nsec) * 1e-9
 }
 
 extension String {

@@ -10,13 +10,14 @@ import Glibc
 struct DicoConvert: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "dico-convert",
-        abstract: "Import DiCo diffusion-model weights, run them, and (later) convert them to .dico.",
+        abstract: "Convert DiCo diffusion-model weights to .dico (fp32, fp16, bf16, int8), inspect and run them.",
         discussion: """
         Exit status: 0 success; 64 usage error; 65 invalid input (a malformed or non-DiCo file, \
         bad run inputs); 74 I/O failure; 70 internal error.
         """,
         version: dicoConvertVersion,
-        subcommands: [Inspect.self, Run.self, Synth.self, Bench.self]
+        subcommands: [Convert.self, Inspect.self, Run.self, Synth.self, Bench.self],
+        defaultSubcommand: Convert.self
     )
 
     /// Runs the command, turning a `DicoError` into one message on stderr and its
@@ -35,7 +36,7 @@ struct DicoConvert: ParsableCommand {
 }
 
 /// The tool's version, recorded in files it writes.
-let dicoConvertVersion = "0.1.0"
+let dicoConvertVersion = "0.2.0"
 
 /// `--threads`, shared by every command that computes.
 struct ThreadOptions: ParsableArguments {

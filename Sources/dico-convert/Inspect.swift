@@ -1,13 +1,14 @@
 import ArgumentParser
 import DicoCore
 import DicoIR
+import DicoConversion
 import DicoModel
 
 /// `dico-convert inspect FILE`: what a model file holds.
 struct Inspect: ParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Print a model's preset, configuration, parameter count, tensors and graph.")
 
-    @Argument(help: "A DiCo model (.safetensors).")
+    @Argument(help: "A DiCo model (.safetensors or .dico).")
     var file: String
 
     @Flag(help: "Print one JSON object instead of text.")
@@ -17,7 +18,7 @@ struct Inspect: ParsableCommand {
     var ir = false
 
     func run() throws {
-        let model = try DiCoModelFile.load(file)
+        let model = try LoadedModel.open(file)
         if ir {
             print(model.graph.textDump(), terminator: "")
             return
@@ -30,6 +31,7 @@ struct Inspect: ParsableCommand {
 /// The facts `inspect` prints, computed once for both output forms.
 struct InspectReport {
     let file: String
+    let format: String
     let preset: String
     let config: DiCoConfig
     let parameters: Int
@@ -39,26 +41,26 @@ struct InspectReport {
     let nodes: Int
     let notes: [String]
 
-    init(file: String, model: DiCoModelFile) {
+    let provenance: JSONValue?
+
+    init(file: String, model: LoadedModel) {
         self.file = file
-        config = model.weights.config
+        format = model.format.rawValue
+        config = model.config
         preset = config.preset?.displayName ?? "custom"
         parameters = config.parameterCount
-        tensors = model.file.tensors.count
-        var bytes: [String: Int] = [:]
-        for t in model.file.tensors { bytes[t.dtype.safetensorsName, default: 0] += t.byteCount }
-        bytesByDType = bytes.sorted { $0.key < $1.key }
+        tensors = model.tensorCount
+        bytesByDType = model.bytesByDType.sorted { $0.key < $1.key }
         opCounts = model.graph.opCounts.sorted { $0.key < $1.key }
         nodes = model.graph.nodes.count
-        var notes = model.weights.notes
-        if !model.weights.strippedPrefix.isEmpty { notes.insert("stripped the name prefix '\(model.weights.strippedPrefix)'", at: 0) }
-        self.notes = notes
+        notes = model.notes
+        provenance = model.provenance
     }
 
     var text: String {
         var lines = [
             "file:        \(file)",
-            "format:      safetensors",
+            "format:      \(format)",
             "model:       \(preset)",
             "config:      \(DiCoRecognizer.describe(config)), frequency size \(config.frequencySize)",
             "parameters:  \(grouped(parameters))",
@@ -66,35 +68,26 @@ struct InspectReport {
             "bytes:       " + bytesByDType.map { "\($0.0) \(grouped($0.1))" }.joined(separator: ", "),
             "nodes:       \(nodes) (" + opCounts.map { "\($0.0) \($0.1)" }.joined(separator: ", ") + ")",
         ]
+        if let provenance { lines.append("provenance:  \(provenance.serialized())") }
         lines += notes.map { "note:        \($0)" }
         return lines.joined(separator: "\n")
     }
 
     var json: String {
-        let cfg: JSONValue = .object([
-            ("hidden_size", .integer(config.hidden)),
-            ("depths", .array(config.depths.map { .integer($0) })),
-            ("mlp_ratio", .integer(config.mlpRatio)),
-            ("in_channels", .integer(config.inChannels)),
-            ("out_channels", .integer(config.outChannels)),
-            ("learn_sigma", .bool(config.learnSigma)),
-            ("num_classes", .integer(config.numClasses)),
-            ("null_class", .bool(config.hasNullClass)),
-            ("frequency_size", .integer(config.frequencySize)),
-        ])
-        let obj: JSONValue = .object([
+        var members: [(key: String, value: JSONValue)] = [
             ("file", .string(file)),
-            ("format", .string("safetensors")),
+            ("format", .string(format)),
             ("preset", .string(preset)),
-            ("config", cfg),
+            ("config", config.json),
             ("parameters", .integer(parameters)),
             ("tensors", .integer(tensors)),
             ("bytes_by_dtype", .object(bytesByDType.map { ($0.0, .integer($0.1)) })),
             ("nodes", .integer(nodes)),
             ("ops", .object(opCounts.map { ($0.0, .integer($0.1)) })),
             ("notes", .array(notes.map { .string($0) })),
-        ])
-        return obj.serialized()
+        ]
+        if let provenance { members.append(("provenance", provenance)) }
+        return JSONValue.object(members).serialized()
     }
 }
 

@@ -1,5 +1,6 @@
 import ArgumentParser
 import DicoCore
+import DicoConversion
 import DicoModel
 import DicoRuntime
 import DicoSafetensors
@@ -13,7 +14,7 @@ struct Run: ParsableCommand {
         abstract: "Run the model on x [N,4,H,W] f32, t [N] (i64 or f32) and y [N] i64; write out [N,8,H,W] f32.",
         discussion: "Other tensors in the input file are ignored, so a reference file holding its expected output runs as is.")
 
-    @Argument(help: "A DiCo model (.safetensors).")
+    @Argument(help: "A DiCo model (.safetensors or .dico).")
     var model: String
 
     @Option(help: "A safetensors file with the tensors x, t and y.")
@@ -30,7 +31,7 @@ struct Run: ParsableCommand {
     func run() throws {
         // Fail before the forward pass, not after it; the atomic writer checks again at the end.
         if !force, access(output, F_OK) == 0 { throw DicoError(.usage, "\(output): already exists; pass --force to overwrite") }
-        let loaded = try DiCoModelFile.load(model)
+        let loaded = try LoadedModel.open(model)
         let inputs = try RunInputs.read(input)
         let executor = try Executor(graph: loaded.graph, threads: threadOptions.threads ?? Executor.defaultThreads)
         let out: [HostTensor]

@@ -1,0 +1,237 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import Crypto
+import Dispatch
+import DicoCore
+import DicoFormat
+import DicoIR
+import DicoModel
+import DicoQuant
+
+/// What to convert to, and how.
+public struct ConversionOptions: Sendable {
+    public var precision: Precision
+    public var keep: [NamePattern]
+    public var threads: Int
+    public var overwrite: Bool
+    /// Tool version recorded in provenance.
+    public var toolVersion: String
+
+    public init(precision: Precision, keep: [NamePattern] = [], threads: Int, overwrite: Bool, toolVersion: String) {
+        self.precision = precision
+        self.keep = keep
+        self.threads = threads
+        self.overwrite = overwrite
+        self.toolVersion = toolVersion
+    }
+}
+
+/// What a conversion did, for the summary screen.
+public struct ConversionSummary: Sendable {
+    public let inputBytes: Int
+    public let outputBytes: Int
+    /// Tensors and bytes by storage dtype tag in the output.
+    public let tensorsByDType: [String: Int]
+    public let bytesByDType: [String: Int]
+    /// Weights quantized or converted below float32, and those kept in float32.
+    public let converted: Int
+    public let kept: Int
+    public let seconds: Double
+}
+
+/// Converts a DiCo safetensors model to `.dico`: streams each tensor from the mapped input
+/// through its storage plan (DicoQuant) into the writer, hashing the input alongside.
+public enum Converter {
+    /// Converts `input` to `output`.
+    /// - Parameter progress: called serially with (bytes of output written, total bytes).
+    /// - Throws: `DicoError.invalidInput` for an input that is not a valid DiCo or a tensor
+    ///   that overflows fp16 (naming it and the `--keep` that avoids it); `DicoError(.usage)`
+    ///   when the output exists without `overwrite`; `DicoError.io` for read or write failures.
+    ///   Nothing is left at `output` on failure, and an existing file there is untouched.
+    public static func convert(input: String, output: String, options: ConversionOptions,
+                               progress: ((Int, Int) -> Void)? = nil) throws -> ConversionSummary {
+        let start = monotonicSeconds()
+        let model = try LoadedModel.open(input)
+        guard let weights = model.weights else {
+            throw DicoError(.usage, "\(input): is already a .dico file; convert from the original safetensors model")
+        }
+        let policy = QuantPolicy(precision: options.precision, keep: options.keep)
+
+        // The source hash runs beside the conversion, reading with pread so it adds no
+        // resident memory.
+        let hasher = SourceHasher(path: input)
+        hasher.start()
+
+        var outputs: [DicoTensorOutput] = []
+        var converted = 0, kept = 0
+        let graph = model.graph
+        for id in graph.constantIDs {
+            let name = graph[id].name
+            guard let src = graph.constant(id) else { continue }
+            let plan = src.dtype.isFloat ? policy.plan(name: name, shape: src.shape) : .f32
+            if plan == .f32 { kept += 1 } else { converted += 1 }
+            outputs += tensorOutputs(name: name, source: src, plan: plan, file: input)
+        }
+        let total = outputs.reduce(0) { $0 + $1.shape.reduce(1, *) * $1.dtype.byteSize }
+        var bytesByDType: [String: Int] = [:], tensorsByDType: [String: Int] = [:]
+        for o in outputs {
+            bytesByDType[o.dtype.safetensorsName, default: 0] += o.shape.reduce(1, *) * o.dtype.byteSize
+            tensorsByDType[o.dtype.safetensorsName, default: 0] += 1
+        }
+
+        let modelJSON: JSONValue = .object([
+            ("architecture", .string("DiCo")), ("preset", .string(model.config.preset?.displayName ?? "custom")),
+            ("config", model.config.json), ("parameters", .integer(model.config.parameterCount)),
+        ])
+        // The header reserves the digest's 64 hex digits; the real digest replaces them once the
+        // hash (running meanwhile) is done. The size comes from the mapping, so a file that
+        // changed while it was read is caught by the hasher's byte count.
+        let sourceSize = model.sourceSize
+        func prov(_ digest: String) -> JSONValue {
+            provenance(input: input, size: sourceSize, sha256: digest, policy: policy, options: options,
+                       converted: converted, kept: kept, strippedPrefix: weights.strippedPrefix)
+        }
+        defer { _ = try? hasher.finish() }
+        try DicoWriter.write(to: output, overwrite: options.overwrite, model: modelJSON, graph: graph,
+                             provenance: prov(String(repeating: "0", count: 64)),
+                             tensors: outputs, threads: options.threads, progress: { progress?($0, total) },
+                             finalProvenance: {
+                                 let (size, digest) = try hasher.finish()
+                                 guard size == sourceSize else { throw DicoError.io(input, "the file changed while it was converted") }
+                                 return prov(digest)
+                             })
+        var st = stat()
+        let outBytes = stat(output, &st) == 0 ? Int(st.st_size) : 0
+        return ConversionSummary(inputBytes: sourceSize, outputBytes: outBytes, tensorsByDType: tensorsByDType, bytesByDType: bytesByDType,
+                                 converted: converted, kept: kept, seconds: monotonicSeconds() - start)
+    }
+
+    static func provenance(input: String, size: Int, sha256: String, policy: QuantPolicy, options: ConversionOptions,
+                           converted: Int, kept: Int, strippedPrefix: String) -> JSONValue {
+        let file = input.split(separator: "/").last.map(String.init) ?? input
+        var quant: [(key: String, value: JSONValue)] = [
+            ("precision", .string(policy.precision.rawValue)),
+            ("keep", .array(policy.keepDescription.map { .string($0) })),
+            ("converted_tensors", .integer(converted)), ("float32_tensors", .integer(kept)),
+        ]
+        if policy.precision == .int8 {
+            quant.insert(("scheme", .string(Quantization.Scheme.int8SymmetricPerChannel.rawValue)), at: 1)
+            quant.append(("default_keep", .array(QuantPolicy.int8DefaultKeep.map { .string($0) })))
+        }
+        return .object([
+            ("tool", .string("dico-convert")), ("tool_version", .string(options.toolVersion)),
+            ("source", .object([("file", .string(file)), ("format", .string("safetensors")), ("size", .integer(size)),
+                                ("sha256", .string(sha256)), ("stripped_prefix", .string(strippedPrefix))])),
+            ("passes", .array([])),
+            ("quantization", .object(quant)),
+        ])
+    }
+
+    /// The output tensors for one source tensor under `plan`.
+    static func tensorOutputs(name: String, source: TensorData, plan: StoragePlan, file: String) -> [DicoTensorOutput] {
+        let n = source.elementCount
+        // Source floats, widened if needed; a float32 aligned source is read in place.
+        func withFloats<T>(_ body: (UnsafePointer<Float>) throws -> T) rethrows -> T {
+            defer { release(source) }
+            if source.dtype == .f32, let p = source.bytes.baseAddress, Int(bitPattern: p) % 4 == 0 {
+                return try body(p.assumingMemoryBound(to: Float.self))
+            }
+            let tmp = UnsafeMutablePointer<Float>.allocate(capacity: max(n, 1))
+            defer { tmp.deallocate() }
+            convertToFloat32(source, into: tmp)
+            return try body(tmp)
+        }
+        func overflow(_ index: Int, _ what: String, _ value: Float) -> DicoError {
+            DicoError.invalid(file, "tensor '\(name)': value \(value) at flat index \(index) overflows \(what); keep the tensor in float32 with --keep '\(name)'")
+        }
+        switch plan {
+        case .f32:
+            return [DicoTensorOutput(name: name, dtype: .f32, shape: source.shape) { buf in
+                withFloats { buf.baseAddress!.copyMemory(from: $0, byteCount: n * 4) }
+            }]
+        case .f16, .bf16:
+            let half = plan == .f16
+            return [DicoTensorOutput(name: name, dtype: half ? .f16 : .bf16, shape: source.shape) { buf in
+                try withFloats { p in
+                    let dst = buf.baseAddress!.assumingMemoryBound(to: UInt16.self)
+                    if let i = half ? Quantizers.toF16(p, count: n, into: dst) : Quantizers.toBF16(p, count: n, into: dst) {
+                        throw overflow(i, half ? "fp16 (largest finite 65504)" : "bf16", p[i])
+                    }
+                }
+            }]
+        case .int8PerChannel:
+            let rows = source.shape[0], cols = n / max(rows, 1)
+            let scalesName = name + "#scale"
+            let weights = DicoTensorOutput(name: name, dtype: .i8, shape: source.shape,
+                                           quantization: (.int8SymmetricPerChannel, 0, scalesName)) { buf in
+                withFloats { p in
+                    let scales = UnsafeMutablePointer<Float>.allocate(capacity: rows)
+                    defer { scales.deallocate() }
+                    Quantizers.int8PerRow(p, rows: rows, cols: cols, q: buf.baseAddress!.assumingMemoryBound(to: Int8.self), scales: scales)
+                }
+            }
+            let scales = DicoTensorOutput(name: scalesName, dtype: .f32, shape: [rows]) { buf in
+                withFloats { p in
+                    let q = UnsafeMutablePointer<Int8>.allocate(capacity: max(n, 1))
+                    defer { q.deallocate() }
+                    Quantizers.int8PerRow(p, rows: rows, cols: cols, q: q, scales: buf.baseAddress!.assumingMemoryBound(to: Float.self))
+                }
+            }
+            return [weights, scales]
+        }
+    }
+
+    /// Drops a mapped source tensor's pages from our resident set once it is converted.
+    static func release(_ t: TensorData) {
+        if case let .mapped(file, offset) = t.storage { file.release(offset: offset, count: t.byteCount) }
+    }
+}
+
+/// SHA-256 of a file computed on a background thread with pread (no mapping, so no resident
+/// memory beyond one buffer).
+final class SourceHasher: @unchecked Sendable {
+    let path: String
+    private let done = DispatchSemaphore(value: 0)
+    private var result: Result<(Int, String), Error> = .failure(DicoError(.internalError, "hash not started"))
+    private var cancelled = false
+
+    init(path: String) { self.path = path }
+
+    func start() {
+        DispatchQueue.global().async { [self] in
+            result = Result { try hash() }
+            done.signal()
+        }
+    }
+
+    /// Waits for the hash: (size in bytes, lower-case hex SHA-256).
+    func finish() throws -> (Int, String) {
+        done.wait()
+        done.signal()   // later calls return at once
+        return try result.get()
+    }
+
+    private func hash() throws -> (Int, String) {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { throw DicoError.io(path, "cannot open: \(String(cString: strerror(errno)))") }
+        defer { close(fd) }
+        var h = SHA256()
+        let size = 8 << 20
+        let buf = UnsafeMutableRawBufferPointer.allocate(byteCount: size, alignment: 64)
+        defer { buf.deallocate() }
+        var total = 0
+        while true {
+            let n = read(fd, buf.baseAddress, size)
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw DicoError.io(path, "cannot read: \(String(cString: strerror(errno)))")
+            }
+            if n == 0 { break }
+            h.update(bufferPointer: UnsafeRawBufferPointer(rebasing: buf[0..<n]))
+            total += n
+        }
+        let digest = h.finalize()
+        return (total, digest.map { b in (b < 16 ? "0" : "") + String(b, radix: 16) }.joined())
+    }
+}

@@ -1,0 +1,196 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import Dispatch
+import DicoCore
+import DicoIR
+
+// Writer for `.dico` version 1.0; the byte layout is specified in Formats/DICO.md:
+//   0   magic 89 44 49 43 4F 0D 0A 1A       8   major u16, minor u16, flags u32
+//   16  header_offset u64 (64)              24  header_length u64
+//   32  data_offset u64 (multiple of 64)    40  data_length u64
+//   48  file_length u64                     56  header_crc32 u32, prefix_crc32 u32 (bytes 0..59)
+//   64  JSON header, space padded to data_offset; then tensors, each 64-byte aligned.
+// Offsets and sizes are fixed before any data is produced and every CRC is written as eight
+// hex digits, so the header is laid out once, tensors are produced in parallel straight to
+// their offsets, and the real CRCs replace placeholders of the same length at the end.
+
+/// The `.dico` format constants.
+public enum DicoFormatInfo {
+    public static let magic: [UInt8] = [0x89, 0x44, 0x49, 0x43, 0x4F, 0x0D, 0x0A, 0x1A]
+    public static let major: UInt16 = 1
+    public static let minor: UInt16 = 0
+    /// Alignment of the data section and of every tensor in it.
+    public static let alignment = 64
+    public static let headerOffset = 64
+}
+
+/// One tensor to write: what it is, and a closure that produces its bytes.
+public struct DicoTensorOutput: @unchecked Sendable {
+    public let name: String
+    public let dtype: DType
+    public let shape: [Int]
+    /// For quantized tensors: the scheme, the axis and the name of the scales tensor.
+    public let quantization: (scheme: Quantization.Scheme, axis: Int, scales: String)?
+    /// Fills the tensor's bytes (exactly `elementCount * dtype.byteSize`). May be called from
+    /// any thread; each tensor's closure is called once.
+    public let produce: (UnsafeMutableRawBufferPointer) throws -> Void
+
+    public init(name: String, dtype: DType, shape: [Int], quantization: (scheme: Quantization.Scheme, axis: Int, scales: String)? = nil,
+                produce: @escaping (UnsafeMutableRawBufferPointer) throws -> Void) {
+        self.name = name
+        self.dtype = dtype
+        self.shape = shape
+        self.quantization = quantization
+        self.produce = produce
+    }
+
+    var byteCount: Int { shape.reduce(1, *) * dtype.byteSize }
+}
+
+/// Writes `.dico` files: atomically (temporary file, then rename), deterministically (same
+/// inputs, same bytes, whatever the thread count) and streaming (one tensor buffer per worker).
+public enum DicoWriter {
+    /// Writes a `.dico` file.
+    /// - Parameters:
+    ///   - model: the `model` object of the header.
+    ///   - graph: the graph; each constant's name must be a tensor name in `tensors`.
+    ///   - provenance: the `provenance` object of the header, possibly with placeholders.
+    ///   - finalProvenance: called after the tensors are written; its result replaces
+    ///     `provenance` and must serialize to the same length (e.g. a digest computed
+    ///     meanwhile replacing as many placeholder digits).
+    ///   - progress: called (serially) with the bytes of tensor data written so far.
+    /// - Throws: `DicoError(.usage)` when `path` exists and `overwrite` is false;
+    ///   `DicoError.io` on write failures; whatever a `produce` closure throws. In every failure
+    ///   the temporary file is removed and an existing `path` is left untouched.
+    public static func write(to path: String, overwrite: Bool, model: JSONValue, graph: Graph, provenance: JSONValue,
+                             tensors: [DicoTensorOutput], threads: Int, progress: ((Int) -> Void)? = nil,
+                             finalProvenance: (() throws -> JSONValue)? = nil) throws {
+        var seen = Set<String>()
+        for t in tensors where !seen.insert(t.name).inserted {
+            throw DicoError(.internalError, "\(path): tensor '\(t.name)' is written twice")
+        }
+        for id in graph.constantIDs where !seen.contains(graph[id].name) {
+            throw DicoError(.internalError, "\(path): graph constant '\(graph[id].name)' has no tensor")
+        }
+        // Offsets: each tensor 64-byte aligned, in the given order.
+        var offsets: [Int] = []
+        var end = 0
+        for t in tensors {
+            let start = align(end)
+            offsets.append(start)
+            end = start + t.byteCount
+        }
+        let dataLength = end
+        var crcs = [UInt32](repeating: 0, count: tensors.count)
+        let placeholder = headerJSON(model: model, graph: graph, provenance: provenance, tensors: tensors, offsets: offsets, crcs: nil)
+        let headerLength = placeholder.utf8.count
+        let dataOffset = align(DicoFormatInfo.headerOffset + headerLength)
+        let fileLength = dataOffset + dataLength
+
+        let out = try AtomicFileWriter(path: path, overwrite: overwrite)
+        try out.setLength(fileLength)
+
+        // Produce and write tensors in parallel, largest first so the workers finish together.
+        let order = tensors.indices.sorted { tensors[$0].byteCount > tensors[$1].byteCount || (tensors[$0].byteCount == tensors[$1].byteCount && $0 < $1) }
+        let lock = Lock()
+        var next = 0, done = 0
+        var failure: Error?
+        let workers = max(1, min(threads, tensors.count))
+        crcs.withUnsafeMutableBufferPointer { crcBuf in
+            let crcOut = crcBuf
+            DispatchQueue.concurrentPerform(iterations: workers) { _ in
+                while true {
+                    let k: Int? = lock.locked {
+                        guard failure == nil, next < order.count else { return nil }
+                        next += 1
+                        return order[next - 1]
+                    }
+                    guard let i = k else { return }
+                    let t = tensors[i]
+                    let buf = UnsafeMutableRawBufferPointer.allocate(byteCount: max(t.byteCount, 1), alignment: 64)
+                    defer { buf.deallocate() }
+                    let view = UnsafeMutableRawBufferPointer(rebasing: buf[0..<t.byteCount])
+                    do {
+                        try t.produce(view)
+                        crcOut[i] = CRC32.checksum(UnsafeRawBufferPointer(view))
+                        try out.write(UnsafeRawBufferPointer(view), at: dataOffset + offsets[i])
+                        lock.locked {
+                            done += t.byteCount
+                            progress?(done)
+                        }
+                    } catch {
+                        lock.locked { if failure == nil { failure = error } }
+                        return
+                    }
+                }
+            }
+        }
+        if let failure { throw failure }
+
+        let finalProv = try finalProvenance?() ?? provenance
+        let header = headerJSON(model: model, graph: graph, provenance: finalProv, tensors: tensors, offsets: offsets, crcs: crcs)
+        var headerBytes = Array(header.utf8)
+        guard headerBytes.count == headerLength else {
+            throw DicoError(.internalError, "\(path): the final header is \(headerBytes.count) bytes, the reserved one \(headerLength)")
+        }
+        let headerCRC = headerBytes.withUnsafeBytes { CRC32.checksum($0) }
+        headerBytes += [UInt8](repeating: 0x20, count: dataOffset - DicoFormatInfo.headerOffset - headerLength)
+        try headerBytes.withUnsafeBytes { try out.write($0, at: DicoFormatInfo.headerOffset) }
+
+        var prefix = [UInt8](repeating: 0, count: 64)
+        prefix.replaceSubrange(0..<8, with: DicoFormatInfo.magic)
+        put(&prefix, 8, UInt64(DicoFormatInfo.major), 2)
+        put(&prefix, 10, UInt64(DicoFormatInfo.minor), 2)
+        put(&prefix, 12, 0, 4)
+        put(&prefix, 16, UInt64(DicoFormatInfo.headerOffset), 8)
+        put(&prefix, 24, UInt64(headerLength), 8)
+        put(&prefix, 32, UInt64(dataOffset), 8)
+        put(&prefix, 40, UInt64(dataLength), 8)
+        put(&prefix, 48, UInt64(fileLength), 8)
+        put(&prefix, 56, UInt64(headerCRC), 4)
+        let prefixCRC = prefix.withUnsafeBytes { CRC32.checksum(UnsafeRawBufferPointer(rebasing: $0[0..<60])) }
+        put(&prefix, 60, UInt64(prefixCRC), 4)
+        try prefix.withUnsafeBytes { try out.write($0, at: 0) }
+        try out.commit()
+    }
+
+    static func align(_ n: Int) -> Int { (n + DicoFormatInfo.alignment - 1) / DicoFormatInfo.alignment * DicoFormatInfo.alignment }
+
+    static func put(_ b: inout [UInt8], _ at: Int, _ v: UInt64, _ size: Int) {
+        for i in 0..<size { b[at + i] = UInt8(truncatingIfNeeded: v >> (8 * UInt64(i))) }
+    }
+
+    static func headerJSON(model: JSONValue, graph: Graph, provenance: JSONValue, tensors: [DicoTensorOutput],
+                           offsets: [Int], crcs: [UInt32]?) -> String {
+        let table: [JSONValue] = tensors.indices.map { i in
+            let t = tensors[i]
+            var m: [(key: String, value: JSONValue)] = [
+                ("name", .string(t.name)), ("dtype", .string(t.dtype.rawValue)), ("shape", .array(t.shape.map { .integer($0) })),
+                ("offset", .integer(offsets[i])), ("length", .integer(t.byteCount)),
+                ("crc32", .string(crcs.map { CRC32.hex($0[i]) } ?? "00000000")),
+            ]
+            if let q = t.quantization {
+                m.append(("quantization", .object([("scheme", .string(q.scheme.rawValue)), ("axis", .integer(q.axis)), ("scales", .string(q.scales))])))
+            }
+            return .object(m)
+        }
+        let root: JSONValue = .object([
+            ("format", .string("dico")), ("version", .array([.integer(Int(DicoFormatInfo.major)), .integer(Int(DicoFormatInfo.minor))])),
+            ("model", model), ("graph", GraphJSON.encode(graph)), ("tensors", .array(table)), ("provenance", provenance),
+        ])
+        return root.serialized()
+    }
+}
+
+/// A pthread mutex with a closure API (Foundation-free).
+final class Lock: @unchecked Sendable {
+    private var m = pthread_mutex_t()
+    init() { pthread_mutex_init(&m, nil) }
+    deinit { pthread_mutex_destroy(&m) }
+    func locked<T>(_ body: () throws -> T) rethrows -> T {
+        pthread_mutex_lock(&m)
+        defer { pthread_mutex_unlock(&m) }
+        return try body()
+    }
+}
