@@ -52,7 +52,7 @@ public enum Converter {
     public static func convert(input: String, output: String, options: ConversionOptions,
                                progress: ((Int, Int) -> Void)? = nil) throws -> ConversionSummary {
         let start = monotonicSeconds()
-        let model = try LoadedModel.open(input)
+        let model = try LoadedModel.open(input, checkValues: false)
         guard let weights = model.weights else {
             throw DicoError(.usage, "\(input): is already a .dico file; convert from the original safetensors model")
         }
@@ -63,7 +63,8 @@ public enum Converter {
         let hasher = SourceHasher(path: input)
         hasher.start()
 
-        var outputs: [DicoTensorOutput] = []
+        let nonFinite = NameList()
+        var jobs: [DicoTensorJob] = []
         var converted = 0, kept = 0
         let graph = model.graph
         for id in graph.constantIDs {
@@ -71,12 +72,13 @@ public enum Converter {
             guard let src = graph.constant(id) else { continue }
             let plan = src.dtype.isFloat ? policy.plan(name: name, shape: src.shape) : .f32
             if plan == .f32 { kept += 1 } else { converted += 1 }
-            outputs += tensorOutputs(name: name, source: src, plan: plan, file: input)
+            jobs.append(job(name: name, source: src, plan: plan, file: input, nonFinite: nonFinite))
         }
-        let total = outputs.reduce(0) { $0 + $1.shape.reduce(1, *) * $1.dtype.byteSize }
+        let outputs = jobs.flatMap(\.tensors)
+        let total = outputs.reduce(0) { $0 + $1.byteCount }
         var bytesByDType: [String: Int] = [:], tensorsByDType: [String: Int] = [:]
         for o in outputs {
-            bytesByDType[o.dtype.safetensorsName, default: 0] += o.shape.reduce(1, *) * o.dtype.byteSize
+            bytesByDType[o.dtype.safetensorsName, default: 0] += o.byteCount
             tensorsByDType[o.dtype.safetensorsName, default: 0] += 1
         }
 
@@ -95,8 +97,12 @@ public enum Converter {
         defer { _ = try? hasher.finish() }
         try DicoWriter.write(to: output, overwrite: options.overwrite, model: modelJSON, graph: graph,
                              provenance: prov(String(repeating: "0", count: 64)),
-                             tensors: outputs, threads: options.threads, progress: { progress?($0, total) },
+                             jobs: jobs, threads: options.threads, progress: { progress?($0, total) },
                              finalProvenance: {
+                                 let bad = nonFinite.sorted
+                                 guard bad.isEmpty else {
+                                     throw DicoError.invalid(input, "not a valid state dict: \(bad.count) tensor\(bad.count == 1 ? "" : "s") hold NaN or Inf values:\n  " + bad.map { "'\(weights.strippedPrefix)\($0)'" }.joined(separator: "\n  "))
+                                 }
                                  let (size, digest) = try hasher.finish()
                                  guard size == sourceSize else { throw DicoError.io(input, "the file changed while it was converted") }
                                  return prov(digest)
@@ -128,57 +134,59 @@ public enum Converter {
         ])
     }
 
-    /// The output tensors for one source tensor under `plan`.
-    static func tensorOutputs(name: String, source: TensorData, plan: StoragePlan, file: String) -> [DicoTensorOutput] {
+    /// The writer job for one source tensor under `plan`: one output tensor, or an int8
+    /// tensor and its scales. Source floats are widened if needed (a float32 aligned source
+    /// is read in place) and checked for NaN and Inf on the way: recognition skipped that
+    /// scan so the input is read once; a bad tensor is recorded and the write fails before
+    /// it commits. The source pages are released afterwards.
+    static func job(name: String, source: TensorData, plan: StoragePlan, file: String, nonFinite: NameList) -> DicoTensorJob {
         let n = source.elementCount
-        // Source floats, widened if needed; a float32 aligned source is read in place.
-        func withFloats<T>(_ body: (UnsafePointer<Float>) throws -> T) rethrows -> T {
+        func withFloats(_ body: (UnsafePointer<Float>) throws -> Bool) rethrows {
             defer { release(source) }
             if source.dtype == .f32, let p = source.bytes.baseAddress, Int(bitPattern: p) % 4 == 0 {
-                return try body(p.assumingMemoryBound(to: Float.self))
+                if try !body(p.assumingMemoryBound(to: Float.self)) { nonFinite.add(name) }
+                return
             }
             let tmp = UnsafeMutablePointer<Float>.allocate(capacity: max(n, 1))
             defer { tmp.deallocate() }
             convertToFloat32(source, into: tmp)
-            return try body(tmp)
+            if try !body(tmp) { nonFinite.add(name) }
         }
         func overflow(_ index: Int, _ what: String, _ value: Float) -> DicoError {
             DicoError.invalid(file, "tensor '\(name)': value \(value) at flat index \(index) overflows \(what); keep the tensor in float32 with --keep '\(name)'")
         }
         switch plan {
         case .f32:
-            return [DicoTensorOutput(name: name, dtype: .f32, shape: source.shape) { buf in
-                withFloats { buf.baseAddress!.copyMemory(from: $0, byteCount: n * 4) }
-            }]
+            return DicoTensorJob([DicoTensorOutput(name: name, dtype: .f32, shape: source.shape)]) { bufs in
+                withFloats { p in
+                    bufs[0].baseAddress!.copyMemory(from: p, byteCount: n * 4)
+                    return Quantizers.nonFiniteCount(p, count: n) == 0
+                }
+            }
         case .f16, .bf16:
             let half = plan == .f16
-            return [DicoTensorOutput(name: name, dtype: half ? .f16 : .bf16, shape: source.shape) { buf in
+            return DicoTensorJob([DicoTensorOutput(name: name, dtype: half ? .f16 : .bf16, shape: source.shape)]) { bufs in
                 try withFloats { p in
-                    let dst = buf.baseAddress!.assumingMemoryBound(to: UInt16.self)
+                    guard Quantizers.nonFiniteCount(p, count: n) == 0 else { return false }
+                    let dst = bufs[0].baseAddress!.assumingMemoryBound(to: UInt16.self)
                     if let i = half ? Quantizers.toF16(p, count: n, into: dst) : Quantizers.toBF16(p, count: n, into: dst) {
                         throw overflow(i, half ? "fp16 (largest finite 65504)" : "bf16", p[i])
                     }
+                    return true
                 }
-            }]
+            }
         case .int8PerChannel:
             let rows = source.shape[0], cols = n / max(rows, 1)
             let scalesName = name + "#scale"
-            let weights = DicoTensorOutput(name: name, dtype: .i8, shape: source.shape,
-                                           quantization: (.int8SymmetricPerChannel, 0, scalesName)) { buf in
+            return DicoTensorJob([
+                DicoTensorOutput(name: name, dtype: .i8, shape: source.shape, quantization: (.int8SymmetricPerChannel, 0, scalesName)),
+                DicoTensorOutput(name: scalesName, dtype: .f32, shape: [rows]),
+            ]) { bufs in
                 withFloats { p in
-                    let scales = UnsafeMutablePointer<Float>.allocate(capacity: rows)
-                    defer { scales.deallocate() }
-                    Quantizers.int8PerRow(p, rows: rows, cols: cols, q: buf.baseAddress!.assumingMemoryBound(to: Int8.self), scales: scales)
+                    Quantizers.int8PerRow(p, rows: rows, cols: cols, q: bufs[0].baseAddress!.assumingMemoryBound(to: Int8.self),
+                                          scales: bufs[1].baseAddress!.assumingMemoryBound(to: Float.self))
                 }
             }
-            let scales = DicoTensorOutput(name: scalesName, dtype: .f32, shape: [rows]) { buf in
-                withFloats { p in
-                    let q = UnsafeMutablePointer<Int8>.allocate(capacity: max(n, 1))
-                    defer { q.deallocate() }
-                    Quantizers.int8PerRow(p, rows: rows, cols: cols, q: q, scales: buf.baseAddress!.assumingMemoryBound(to: Float.self))
-                }
-            }
-            return [weights, scales]
         }
     }
 
@@ -186,6 +194,14 @@ public enum Converter {
     static func release(_ t: TensorData) {
         if case let .mapped(file, offset) = t.storage { file.release(offset: offset, count: t.byteCount) }
     }
+}
+
+/// Names collected from several threads.
+final class NameList: @unchecked Sendable {
+    private let lock = Lock()
+    private var names: [String] = []
+    func add(_ n: String) { lock.locked { names.append(n) } }
+    var sorted: [String] { lock.locked { names.sorted() } }
 }
 
 /// SHA-256 of a file computed on a background thread with pread (no mapping, so no resident

@@ -29,7 +29,9 @@ public struct LoadedModel: @unchecked Sendable {
     /// safetensors.
     /// - Throws: `DicoError.io` when the file cannot be read; `DicoError.invalidInput` naming
     ///   the file and what is wrong.
-    public static func open(_ path: String) throws -> LoadedModel {
+    /// - Parameter checkValues: scan safetensors weights for NaN and Inf (conversion turns
+    ///   this off and checks while it streams, to read the input once).
+    public static func open(_ path: String, checkValues: Bool = true) throws -> LoadedModel {
         if DicoFile.hasMagic(path) {
             let f = try DicoFile(path: path)
             guard let members = f.model.objectMembers, let cfg = members.first(where: { $0.key == "config" })?.value else {
@@ -41,7 +43,7 @@ public struct LoadedModel: @unchecked Sendable {
             return LoadedModel(path: path, format: .dico, graph: f.graph, config: config, tensorCount: f.tensors.count,
                                bytesByDType: bytes, notes: [], provenance: f.provenance, weights: nil, sourceSize: f.file.size)
         }
-        let m = try DiCoModelFile.load(path)
+        let m = try DiCoModelFile.load(path, checkValues: checkValues)
         var bytes: [String: Int] = [:]
         for t in m.file.tensors { bytes[t.dtype.safetensorsName, default: 0] += t.byteCount }
         var notes = m.weights.notes

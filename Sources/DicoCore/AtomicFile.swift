@@ -79,6 +79,10 @@ public final class AtomicFileWriter {
             left -= n
             at += n
         }
+        // Start writing these pages to disk now (on Linux, POSIX_FADV_DONTNEED starts
+        // writeback of dirty pages), so that commit's fsync has little left to do: it took
+        // 1.4 s for a 0.7 GB file otherwise. A hint: failure changes nothing.
+        _ = posix_fadvise(fd, off_t(offset), off_t(bytes.count), POSIX_FADV_DONTNEED)
     }
 
     /// Sets the file's length (zero bytes past the data written so far), e.g. to reserve

@@ -25,27 +25,38 @@ public enum DicoFormatInfo {
     public static let headerOffset = 64
 }
 
-/// One tensor to write: what it is, and a closure that produces its bytes.
-public struct DicoTensorOutput: @unchecked Sendable {
+/// One tensor to write: its table entry, without the offset and checksum the writer adds.
+public struct DicoTensorOutput: Sendable {
     public let name: String
     public let dtype: DType
     public let shape: [Int]
     /// For quantized tensors: the scheme, the axis and the name of the scales tensor.
     public let quantization: (scheme: Quantization.Scheme, axis: Int, scales: String)?
-    /// Fills the tensor's bytes (exactly `elementCount * dtype.byteSize`). May be called from
-    /// any thread; each tensor's closure is called once.
-    public let produce: (UnsafeMutableRawBufferPointer) throws -> Void
 
-    public init(name: String, dtype: DType, shape: [Int], quantization: (scheme: Quantization.Scheme, axis: Int, scales: String)? = nil,
-                produce: @escaping (UnsafeMutableRawBufferPointer) throws -> Void) {
+    public init(name: String, dtype: DType, shape: [Int], quantization: (scheme: Quantization.Scheme, axis: Int, scales: String)? = nil) {
         self.name = name
         self.dtype = dtype
         self.shape = shape
         self.quantization = quantization
+    }
+
+    /// Bytes of the tensor's data.
+    public var byteCount: Int { shape.reduce(1, *) * dtype.byteSize }
+}
+
+/// A unit of work for the writer: one or more tensors produced together (an int8 weight
+/// and its scales come from one pass over the source), by a closure that fills one buffer
+/// per tensor. Jobs run on any thread, each once.
+public struct DicoTensorJob: @unchecked Sendable {
+    public let tensors: [DicoTensorOutput]
+    public let produce: ([UnsafeMutableRawBufferPointer]) throws -> Void
+
+    public init(_ tensors: [DicoTensorOutput], produce: @escaping ([UnsafeMutableRawBufferPointer]) throws -> Void) {
+        self.tensors = tensors
         self.produce = produce
     }
 
-    var byteCount: Int { shape.reduce(1, *) * dtype.byteSize }
+    var byteCount: Int { tensors.reduce(0) { $0 + $1.byteCount } }
 }
 
 /// Writes `.dico` files: atomically (temporary file, then rename), deterministically (same
@@ -64,8 +75,16 @@ public enum DicoWriter {
     ///   `DicoError.io` on write failures; whatever a `produce` closure throws. In every failure
     ///   the temporary file is removed and an existing `path` is left untouched.
     public static func write(to path: String, overwrite: Bool, model: JSONValue, graph: Graph, provenance: JSONValue,
-                             tensors: [DicoTensorOutput], threads: Int, progress: ((Int) -> Void)? = nil,
+                             jobs: [DicoTensorJob], threads: Int, progress: ((Int) -> Void)? = nil,
                              finalProvenance: (() throws -> JSONValue)? = nil) throws {
+        let tensors = jobs.flatMap(\.tensors)
+        // First tensor index of each job in the table.
+        var firstIndex: [Int] = []
+        var k0 = 0
+        for j in jobs {
+            firstIndex.append(k0)
+            k0 += j.tensors.count
+        }
         var seen = Set<String>()
         for t in tensors where !seen.insert(t.name).inserted {
             throw DicoError(.internalError, "\(path): tensor '\(t.name)' is written twice")
@@ -91,12 +110,12 @@ public enum DicoWriter {
         let out = try AtomicFileWriter(path: path, overwrite: overwrite)
         try out.setLength(fileLength)
 
-        // Produce and write tensors in parallel, largest first so the workers finish together.
-        let order = tensors.indices.sorted { tensors[$0].byteCount > tensors[$1].byteCount || (tensors[$0].byteCount == tensors[$1].byteCount && $0 < $1) }
+        // Produce and write jobs in parallel, largest first so the workers finish together.
+        let order = jobs.indices.sorted { jobs[$0].byteCount > jobs[$1].byteCount || (jobs[$0].byteCount == jobs[$1].byteCount && $0 < $1) }
         let lock = Lock()
         var next = 0, done = 0
         var failure: Error?
-        let workers = max(1, min(threads, tensors.count))
+        let workers = max(1, min(threads, jobs.count))
         crcs.withUnsafeMutableBufferPointer { crcBuf in
             let crcOut = crcBuf
             DispatchQueue.concurrentPerform(iterations: workers) { _ in
@@ -106,17 +125,20 @@ public enum DicoWriter {
                         next += 1
                         return order[next - 1]
                     }
-                    guard let i = k else { return }
-                    let t = tensors[i]
-                    let buf = UnsafeMutableRawBufferPointer.allocate(byteCount: max(t.byteCount, 1), alignment: 64)
-                    defer { buf.deallocate() }
-                    let view = UnsafeMutableRawBufferPointer(rebasing: buf[0..<t.byteCount])
+                    guard let j = k else { return }
+                    let job = jobs[j]
+                    let buffers = job.tensors.map { UnsafeMutableRawBufferPointer.allocate(byteCount: max($0.byteCount, 1), alignment: 64) }
+                    defer { buffers.forEach { $0.deallocate() } }
+                    let views = zip(buffers, job.tensors).map { UnsafeMutableRawBufferPointer(rebasing: $0[0..<$1.byteCount]) }
                     do {
-                        try t.produce(view)
-                        crcOut[i] = CRC32.checksum(UnsafeRawBufferPointer(view))
-                        try out.write(UnsafeRawBufferPointer(view), at: dataOffset + offsets[i])
+                        try job.produce(views)
+                        for (n, view) in views.enumerated() {
+                            let i = firstIndex[j] + n
+                            crcOut[i] = CRC32.checksum(UnsafeRawBufferPointer(view))
+                            try out.write(UnsafeRawBufferPointer(view), at: dataOffset + offsets[i])
+                        }
                         lock.locked {
-                            done += t.byteCount
+                            done += job.byteCount
                             progress?(done)
                         }
                     } catch {
@@ -180,17 +202,5 @@ public enum DicoWriter {
             ("model", model), ("graph", GraphJSON.encode(graph)), ("tensors", .array(table)), ("provenance", provenance),
         ])
         return root.serialized()
-    }
-}
-
-/// A pthread mutex with a closure API (Foundation-free).
-final class Lock: @unchecked Sendable {
-    private var m = pthread_mutex_t()
-    init() { pthread_mutex_init(&m, nil) }
-    deinit { pthread_mutex_destroy(&m) }
-    func locked<T>(_ body: () throws -> T) rethrows -> T {
-        pthread_mutex_lock(&m)
-        defer { pthread_mutex_unlock(&m) }
-        return try body()
     }
 }

