@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # One command for a fresh machine: install what dico-convert needs (idempotent), build it in
-# release mode, and run the main job on the model that ships in Fixtures/.
+# release mode, and run the main job on the model that ships in Fixtures/: convert it to an
+# int8 .dico, inspect the result, and run it on the reference inputs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -9,15 +10,19 @@ bash scripts/install-deps.sh
 echo "== building dico-convert (release)"
 swift build -c release --product dico-convert
 bin=.build/release/dico-convert
-
-echo
-echo "== inspect Fixtures/tiny.safetensors"
-"$bin" inspect Fixtures/tiny.safetensors
-
-echo
-echo "== run it on the reference inputs Fixtures/tiny_ref_a.safetensors"
 mkdir -p out
-"$bin" run Fixtures/tiny.safetensors --input Fixtures/tiny_ref_a.safetensors --output out/tiny_out.safetensors --force
-echo "wrote out/tiny_out.safetensors (tensor 'out', [4, 8, 16, 16] float32)"
+
 echo
-echo "Done. The binary is $bin; 'swift test' (or bash scripts/test.sh) runs the test suite."
+echo "== dico-convert Fixtures/tiny.safetensors out/tiny-int8.dico --int8"
+"$bin" Fixtures/tiny.safetensors out/tiny-int8.dico --int8 --force
+
+echo
+echo "== dico-convert inspect out/tiny-int8.dico"
+"$bin" inspect out/tiny-int8.dico
+
+echo
+echo "== dico-convert run out/tiny-int8.dico --input Fixtures/tiny_ref_a.safetensors --output out/tiny-int8-out.safetensors"
+"$bin" run out/tiny-int8.dico --input Fixtures/tiny_ref_a.safetensors --output out/tiny-int8-out.safetensors --force
+echo "wrote out/tiny-int8-out.safetensors (tensor 'out', [4, 8, 16, 16] float32)"
+echo
+echo "Done. The binary is $bin; bash scripts/test.sh runs the test suite."

@@ -1,0 +1,67 @@
+#!/usr/bin/env python3
+"""Conversion benchmark: `dico-convert IN OUT.dico --int8` (and other precisions) against a
+plain copy of the same input file, interleaved in one run.
+
+    python3 scripts/bench_convert.py [--preset XL] [--precisions int8,fp16] [--rounds 3]
+
+Builds dico-convert (release), writes synthetic preset weights into bench-out/ if missing,
+warms the page cache, then per round: `cp IN bench-out/copy.bin` and each conversion. Prints
+median wall time, the peak RSS of each conversion (from wait4), and the ratio to the copy.
+"""
+import argparse, os, statistics, subprocess, time, datetime, platform
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BIN = os.path.join(ROOT, ".build", "release", "dico-convert")
+OUT = os.path.join(ROOT, "bench-out")
+
+
+def timed(cmd):
+    start = time.monotonic()
+    p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL)
+    _, status, usage = os.wait4(p.pid, 0)
+    elapsed = time.monotonic() - start
+    if status != 0:
+        raise SystemExit(f"{cmd} failed with status {status}")
+    return elapsed, usage.ru_maxrss / 1024.0  # MB (Linux reports KiB)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--preset", default="XL")
+    ap.add_argument("--precisions", default="int8,fp16,fp32")
+    ap.add_argument("--rounds", type=int, default=3)
+    args = ap.parse_args()
+    subprocess.run(["swift", "build", "-c", "release", "--product", "dico-convert"], cwd=ROOT, check=True,
+                   stdout=subprocess.DEVNULL)
+    os.makedirs(OUT, exist_ok=True)
+    model = os.path.join(OUT, f"{args.preset}.safetensors")
+    if not os.path.exists(model):
+        subprocess.run([BIN, "synth", "--preset", args.preset, "--seed", "0", model], check=True)
+    size = os.path.getsize(model)
+    with open(model, "rb") as f:  # warm the page cache, as for the copy
+        while f.read(1 << 24):
+            pass
+    copy_path = os.path.join(OUT, "copy.bin")
+    copies, runs = [], {p: [] for p in args.precisions.split(",")}
+    for _ in range(args.rounds):
+        copies.append(timed(["cp", model, copy_path])[0])
+        os.remove(copy_path)
+        for p in runs:
+            target = os.path.join(OUT, f"{args.preset}-{p}.dico")
+            flag = [] if p == "fp32" else [f"--{p}"]
+            runs[p].append(timed([BIN, model, target, "--force", "--quiet"] + flag))
+    c = statistics.median(copies)
+    print(f"date: {datetime.date.today()}  machine: {platform.machine()}, {os.cpu_count()} CPUs")
+    print(f"input: DiCo-{args.preset} synth, {size / 1e9:.2f} GB; {args.rounds} rounds, medians")
+    print("| work | wall (s) | peak RSS (MB) | ratio to copy |")
+    print("|---|---|---|---|")
+    print(f"| cp input (plain copy) | {c:.2f} | | 1.00 |")
+    for p, r in runs.items():
+        t = statistics.median(x[0] for x in r)
+        m = max(x[1] for x in r)
+        out = os.path.getsize(os.path.join(OUT, f"{args.preset}-{p}.dico"))
+        print(f"| dico-convert --{p} ({out / 1e9:.2f} GB out) | {t:.2f} | {m:.0f} | {t / c:.2f} |")
+
+
+if __name__ == "__main__":
+    main()
