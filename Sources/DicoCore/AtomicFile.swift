@@ -41,19 +41,28 @@ public final class AtomicFileWriter {
         var tmp = ""
         // O_EXCL with a random suffix: a name clash (another process, a stale temporary) just
         // means trying another name.
+        // The name is registered before the file exists, so a signal arriving in between
+        // still finds it (unlinking a name that was never created is harmless).
+        var slot: Int?
         for _ in 0..<16 {
             let suffix = String(UInt64.random(in: 0...UInt64.max), radix: 16)
             tmp = "\(dir).\(name).tmp-\(getpid())-\(suffix)"
+            slot = temporaryRegistry.add(tmp)
             fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o666)
-            if fd >= 0 || errno != EEXIST { break }
+            if fd >= 0 { break }
+            let err = errno
+            temporaryRegistry.remove(slot, tmp)
+            slot = nil
+            errno = err
+            if err != EEXIST { break }
         }
         guard fd >= 0 else {
             throw DicoError.io(path, "cannot create temporary file \(tmp): \(AtomicFileWriter.lastError())")
         }
         self.fd = fd
         temporaryPath = tmp
+        registrySlot = slot
         buffer = UnsafeMutableRawPointer.allocate(byteCount: AtomicFileWriter.bufferCapacity, alignment: 64)
-        registrySlot = temporaryRegistry.add(tmp)
     }
 
     deinit {
@@ -155,6 +164,11 @@ public final class AtomicFileWriter {
         temporaryRegistry.remove(registrySlot, temporaryPath)
         registrySlot = nil
     }
+
+    /// Builds the temporary-file registry now. Call before installing signal handlers that
+    /// use `removeAllTemporaries`: its lazy set-up allocates, which a handler must not do
+    /// (an interrupted malloc holds its lock).
+    public static func prepareForSignalHandlers() { _ = temporaryRegistry }
 
     /// Unlinks the temporary file of every live writer in the process. Meant for a SIGINT /
     /// SIGTERM handler that exits right after: it allocates nothing, and only calls

@@ -1,7 +1,7 @@
 /// The element types a tensor can have, across every format the toolchain reads or writes.
 ///
-/// The safetensors spelling of each type is `safetensorsName`; `.dico` assigns its own
-/// stable numeric tags in `DicoFormat` (never reused once retired).
+/// The safetensors spelling of each type is `safetensorsName`; `.dico` uses `rawValue` as
+/// its dtype tag (Formats/DICO.md: a tag, once retired, is never reused).
 public enum DType: String, Sendable, CaseIterable, Codable {
     case f64, f32, f16, bf16, i64, i32, i16, i8, u8, bool
 

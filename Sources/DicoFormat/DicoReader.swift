@@ -73,8 +73,14 @@ public final class DicoFile: @unchecked Sendable {
         do { root = try StrictJSON.parse(header) } catch { throw bad("the JSON header is not valid JSON: \(error)") }
         let top = try HeaderObject(root, "the header", path)
         guard top.string("format") == "dico" else { throw bad("the header's 'format' is not \"dico\"") }
+        guard case let .array(v)? = top.value("version"), v.count == 2, v[0].exactNonNegativeInt == major, v[1].exactNonNegativeInt == minor else {
+            throw bad("the header's 'version' does not match the prefix's \(major).\(minor)")
+        }
         model = try top.require("model")
         provenance = try top.require("provenance")
+        guard provenance.objectMembers != nil, model.objectMembers != nil else { throw bad("the header's 'model' and 'provenance' must be objects") }
+        let padding = file.bytes(offset: Int(headerOffset + headerLength), count: Int(dataOffset - headerOffset - headerLength))
+        guard padding.allSatisfy({ $0 == 0x20 }) else { throw bad("the header padding holds bytes other than spaces") }
 
         // Tensor table.
         guard let table = try top.require("tensors").arrayValue else { throw bad("'tensors' is not an array") }
@@ -104,7 +110,8 @@ public final class DicoFile: @unchecked Sendable {
             guard offset <= Int(dataLength), length <= Int(dataLength) - offset else {
                 throw tbad("bytes [\(offset), \(offset + length)) run past the end of the data section (\(dataLength) bytes)")
             }
-            guard let hex = o.string("crc32"), hex.count == 8, let crc = UInt32(hex, radix: 16) else { throw tbad("'crc32' is not 8 hex digits") }
+            guard let hex = o.string("crc32"), hex.utf8.count == 8, hex.utf8.allSatisfy({ (0x30...0x39).contains($0) || (0x61...0x66).contains($0) }),
+                  let crc = UInt32(hex, radix: 16) else { throw tbad("'crc32' is not 8 lower-case hex digits") }
             var quant: (scheme: Quantization.Scheme, axis: Int, scales: String)?
             if let q = o.value("quantization") {
                 let qo = try HeaderObject(q, "the quantization of tensor '\(name)'", path)
@@ -118,9 +125,13 @@ public final class DicoFile: @unchecked Sendable {
             index[name] = entries.count
             entries.append(DicoTensorEntry(name: name, dtype: dtype, shape: shape, offset: offset, length: length, crc32: crc, quantization: quant))
         }
-        let byOffset = entries.sorted { $0.offset < $1.offset }
-        for (a, b) in zip(byOffset, byOffset.dropFirst()) where a.offset + a.length > b.offset {
-            throw bad("tensors '\(a.name)' and '\(b.name)' overlap")
+        for (a, b) in zip(entries, entries.dropFirst()) where b.offset < a.offset + a.length {
+            throw bad(b.offset < a.offset ? "tensor '\(b.name)' is listed after '\(a.name)' but lies before it (the table is in data order)"
+                                          : "tensors '\(a.name)' and '\(b.name)' overlap")
+        }
+        let dataEnd = entries.last.map { $0.offset + $0.length } ?? 0
+        guard dataEnd == Int(dataLength) else {
+            throw bad("the data section is \(dataLength) bytes but its last tensor ends at \(dataEnd)")
         }
         for e in entries {
             guard let q = e.quantization else { continue }
@@ -143,7 +154,7 @@ public final class DicoFile: @unchecked Sendable {
             }
             if let i = failures.firstIndex(of: true) {
                 let broken = entries.indices.filter { failures[$0] }.map { "'\(entries[$0].name)'" }
-                throw bad("tensor \(broken.count == 1 ? "" : "s ")\(broken.joined(separator: ", ")) \(broken.count == 1 ? "is" : "are") corrupt (CRC-32 mismatch; first: stored \(CRC32.hex(entries[i].crc32)))")
+                throw bad("tensor\(broken.count == 1 ? "" : "s") \(broken.joined(separator: ", ")) \(broken.count == 1 ? "is" : "are") corrupt (CRC-32 mismatch; first: stored \(CRC32.hex(entries[i].crc32)))")
             }
         }
 
@@ -191,7 +202,7 @@ public final class DicoFile: @unchecked Sendable {
                   let out = o.value("output")?.exactNonNegativeInt, out < values.count else {
                 throw bad("node \(n) needs 'op', 'name', 'inputs' and a valid 'output'")
             }
-            let attrs = o.value("attrs")?.objectMembers ?? []
+            guard let attrs = (o.value("attrs") ?? .object([])).objectMembers else { throw bad("node '\(name)': 'attrs' is not an object") }
             let decoded: Op
             do { decoded = try GraphJSON.decodeOp(op, attrs, node: name) } catch let e as DicoError { throw bad(e.message) }
             graph.appendRecorded(Node(op: decoded, inputs: try ids(ins, "node '\(name)'"), output: ValueID(out), name: name))

@@ -26,12 +26,15 @@ public enum Quantizers {
                 out.update(repeating: 0, count: cols)
                 continue
             }
-            let inv = 127 / m
+            // 127 / m overflows for m below about 3.7e-37; an exact power-of-two prescale
+            // keeps such rows finite and leaves every other row's arithmetic unchanged.
+            let pre: Float = m < 0x1p-100 ? 0x1p100 : 1
+            let inv = 127 / (m * pre)
             for i in 0..<cols {
                 // Adding and subtracting 1.5 * 2^23 rounds half to even in the default
                 // rounding mode for |v| < 2^22 (here |v| <= 127), and unlike
                 // .rounded(.toNearestOrEven) it vectorizes (3.4 -> 0.3 ns per weight).
-                var v = row[i] * inv
+                var v = (row[i] * pre) * inv
                 v = (v + 12_582_912) - 12_582_912
                 v = v < -127 ? -127 : (v > 127 ? 127 : v)
                 out[i] = Int8(truncatingIfNeeded: Int32(v))
@@ -48,16 +51,33 @@ public enum Quantizers {
         return bad
     }
 
-    /// float32 to IEEE binary16, round to nearest even. Returns the index of the first finite
-    /// value that overflows to infinity, or nil.
+    /// float32 to IEEE binary16, round to nearest even (NaN becomes a quiet NaN). Returns the
+    /// index of the first finite value that overflows to infinity, or nil.
+    ///
+    /// Integer arithmetic with selects only (after F. Giesen's float_to_half_fast3_rtne), so
+    /// it vectorizes: `Float16(x)` is a library call per value on baseline x86-64, which has
+    /// no F16C. Tests check it against `Float16(x)` bit for bit.
     public static func toF16(_ src: UnsafePointer<Float>, count: Int, into dst: UnsafeMutablePointer<UInt16>) -> Int? {
-        var overflow: Int?
+        let bits = UnsafeRawPointer(src).assumingMemoryBound(to: UInt32.self)
+        var overflowed = 0
         for i in 0..<count {
-            let h = Float16(src[i])
-            dst[i] = h.bitPattern
-            if h.isInfinite && src[i].isFinite && overflow == nil { overflow = i }
+            let x = bits[i]
+            let sign = (x >> 16) & 0x8000
+            let f = x & 0x7FFF_FFFF
+            // Normal halves: rebias the exponent, round the 13 dropped mantissa bits to even.
+            let normal = (f &+ 0xC800_0FFF &+ ((f >> 13) & 1)) >> 13
+            // Halves below 2^-14 (subnormal or zero): let the FPU round by adding 0.5 (the
+            // magic constant puts the half's last mantissa bit at float bit 0).
+            let sub = (Float(bitPattern: f) + Float(bitPattern: 0x3F00_0000)).bitPattern &- 0x3F00_0000
+            var o = f < 0x3880_0000 ? sub : normal
+            // 2^16 * (1 - 2^-12) and above rounds past the largest half: infinity (or NaN).
+            o = f >= 0x4780_0000 ? (f > 0x7F80_0000 ? 0x7E00 : 0x7C00) : o
+            // 65520 (0x477FF000) and above round to infinity on the normal path too.
+            overflowed |= (f >= 0x477F_F000 && f < 0x7F80_0000) ? 1 : 0
+            dst[i] = UInt16(truncatingIfNeeded: o | sign)
         }
-        return overflow
+        guard overflowed != 0 else { return nil }
+        return (0..<count).first { bits[$0] & 0x7FFF_FFFF >= 0x477F_F000 && bits[$0] & 0x7FFF_FFFF < 0x7F80_0000 }
     }
 
     /// float32 to bfloat16, round to nearest even (NaN stays a quiet NaN). Returns the index
@@ -71,7 +91,7 @@ public enum Quantizers {
                 out = UInt16(bits >> 16) | 0x40
             } else {
                 out = UInt16(truncatingIfNeeded: (bits &+ 0x7FFF &+ ((bits >> 16) & 1)) >> 16)
-                if out & 0x7FFF == 0x7F80 && overflow == nil { overflow = i }
+                if out & 0x7FFF == 0x7F80 && bits & 0x7F80_0000 != 0x7F80_0000 && overflow == nil { overflow = i }
             }
             dst[i] = out
         }

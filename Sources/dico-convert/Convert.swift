@@ -51,6 +51,10 @@ struct Convert: ParsableCommand {
         let precision: Precision = fp16 ? .fp16 : bf16 ? .bf16 : int8 ? .int8 : .fp32
         let patterns = try keep.map(NamePattern.init)
         if !force, access(output, F_OK) == 0 { throw DicoError(.usage, "\(output): already exists; pass --force to overwrite") }
+        var a = stat(), b = stat()
+        if stat(input, &a) == 0, stat(output, &b) == 0, a.st_dev == b.st_dev, a.st_ino == b.st_ino {
+            throw DicoError(.usage, "\(output): is the input file; choose another output")
+        }
         installInterruptHandlers()
         let meter = ProgressMeter(enabled: !quiet && isatty(STDERR_FILENO) == 1)
         let summary = try Converter.convert(
@@ -88,6 +92,7 @@ func format2(_ v: Double) -> String {
 /// On SIGINT or SIGTERM, removes every temporary output file and exits 128 + signal, so an
 /// interrupted conversion leaves nothing behind (and an existing target untouched).
 func installInterruptHandlers() {
+    AtomicFileWriter.prepareForSignalHandlers()
     for sig in [SIGINT, SIGTERM] {
         signal(sig) { s in
             AtomicFileWriter.removeAllTemporaries()
