@@ -131,3 +131,22 @@ func relativeL2(_ a: [Float], _ b: [Float]) -> Double {
     }
     return (num / den).squareRoot()
 }
+
+/// A test case with a fresh temporary directory and an empty `out` subdirectory where the
+/// command under test writes, so a test can check it holds exactly the expected files (no
+/// output and no `.name.tmp-*` temporary after a failure).
+class CLITestCase: XCTestCase {
+    var dir: TempDir!
+    var outDir: String!
+
+    override func setUpWithError() throws {
+        dir = try TempDir()
+        outDir = try dir.subdirectory("out")
+    }
+
+    override func tearDown() { dir.remove() }
+
+    let tiny = fixture("tiny.safetensors")
+    let refA = fixture("tiny_ref_a.safetensors")
+    let refB = fixture("tiny_ref_b.safetensors")
+}

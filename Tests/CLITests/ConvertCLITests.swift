@@ -5,22 +5,7 @@ import XCTest
 
 /// The convert command as a real process: summary, inspect and run of the result, exit
 /// statuses, and what is left on disk after failures and interrupts.
-final class ConvertCLITests: XCTestCase {
-    var dir: TempDir!
-    /// Where conversions write, kept apart from inputs the tests build, so it can be checked
-    /// to hold exactly the expected files (no output, no `.name.tmp-*` temporary).
-    var outDir: String!
-
-    override func setUpWithError() throws {
-        dir = try TempDir()
-        outDir = try dir.subdirectory("out")
-    }
-
-    override func tearDown() { dir.remove() }
-
-    let tiny = fixture("tiny.safetensors")
-    let refA = fixture("tiny_ref_a.safetensors")
-    let refB = fixture("tiny_ref_b.safetensors")
+final class ConvertCLITests: CLITestCase {
 
     /// Bound on relative L2 of an int8 .dico's output vs PyTorch: the library tests measured
     /// 1.19e-2 (tiny_ref_a) and 1.14e-2 (tiny_ref_b) against float64; per-channel int8 keeps

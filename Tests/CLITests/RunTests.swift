@@ -3,21 +3,7 @@ import DicoSafetensors
 import Foundation
 import XCTest
 
-final class RunTests: XCTestCase {
-    var dir: TempDir!
-    /// Where every `run` writes: kept apart from the inputs the tests build, so that after a
-    /// failure it can be checked to hold nothing (no output, no `.name.tmp-*` temporary).
-    var outDir: String!
-
-    override func setUpWithError() throws {
-        dir = try TempDir()
-        outDir = try dir.subdirectory("out")
-    }
-
-    override func tearDown() { dir.remove() }
-
-    let tiny = fixture("tiny.safetensors")
-    let refA = fixture("tiny_ref_a.safetensors")
+final class RunTests: CLITestCase {
 
     func runArgs(model: String, input: String, output: String, _ extra: [String] = []) -> [String] {
         ["run", model, "--input", input, "--output", output] + extra
