@@ -7,6 +7,7 @@ import DicoCore
 import DicoFormat
 import DicoIR
 import DicoModel
+import DicoPasses
 import DicoQuant
 
 /// What to convert to, and how.
@@ -17,13 +18,26 @@ public struct ConversionOptions: Sendable {
     public var overwrite: Bool
     /// Tool version recorded in provenance.
     public var toolVersion: String
+    /// The graph passes, in order (`PassManager.defaultPipeline` unless chosen; empty for
+    /// `--no-optimize`).
+    public var passes: [any GraphPass]
+    /// Called after each pass with its name and the graph (`--dump-ir-after`).
+    public var afterPass: (@Sendable (String, Graph) -> Void)?
+    /// Run the executor before and after each pass and stop at the first that moves the
+    /// output (`--check-passes`).
+    public var checkPasses: Bool
 
-    public init(precision: Precision, keep: [NamePattern] = [], threads: Int, overwrite: Bool, toolVersion: String) {
+    public init(precision: Precision, keep: [NamePattern] = [], threads: Int, overwrite: Bool, toolVersion: String,
+                passes: [any GraphPass] = PassManager.defaultPipeline, afterPass: (@Sendable (String, Graph) -> Void)? = nil,
+                checkPasses: Bool = false) {
         self.precision = precision
         self.keep = keep
         self.threads = threads
         self.overwrite = overwrite
         self.toolVersion = toolVersion
+        self.passes = passes
+        self.afterPass = afterPass
+        self.checkPasses = checkPasses
     }
 }
 
@@ -66,7 +80,11 @@ public enum Converter {
         let nonFinite = NameList()
         var jobs: [DicoTensorJob] = []
         var converted = 0, kept = 0
-        let graph = model.graph
+        let checker = options.checkPasses ? try DifferentialCheck(original: model.graph, config: model.config, threads: options.threads) : nil
+        let (graph, applied) = try PassManager(passes: options.passes).run(model.graph) { name, changed, g in
+            if changed { try checker?.check(pass: name, graph: g) }
+            options.afterPass?(name, g)
+        }
         for id in graph.constantIDs {
             let name = graph[id].name
             guard let src = graph.constant(id) else { continue }
@@ -91,7 +109,7 @@ public enum Converter {
         // changed while it was read is caught by the hasher's byte count.
         let sourceSize = model.sourceSize
         func prov(_ digest: String) -> JSONValue {
-            provenance(input: input, size: sourceSize, sha256: digest, policy: policy, options: options,
+            provenance(input: input, size: sourceSize, sha256: digest, policy: policy, options: options, passes: applied,
                        converted: converted, kept: kept, strippedPrefix: weights.strippedPrefix)
         }
         defer { _ = try? hasher.finish() }
@@ -113,7 +131,7 @@ public enum Converter {
                                  converted: converted, kept: kept, seconds: monotonicSeconds() - start)
     }
 
-    static func provenance(input: String, size: Int, sha256: String, policy: QuantPolicy, options: ConversionOptions,
+    static func provenance(input: String, size: Int, sha256: String, policy: QuantPolicy, options: ConversionOptions, passes: [String],
                            converted: Int, kept: Int, strippedPrefix: String) -> JSONValue {
         let file = input.split(separator: "/").last.map(String.init) ?? input
         var quant: [(key: String, value: JSONValue)] = [
@@ -129,7 +147,7 @@ public enum Converter {
             ("tool", .string("dico-convert")), ("tool_version", .string(options.toolVersion)),
             ("source", .object([("file", .string(file)), ("format", .string("safetensors")), ("size", .integer(size)),
                                 ("sha256", .string(sha256)), ("stripped_prefix", .string(strippedPrefix))])),
-            ("passes", .array([])),
+            ("passes", .array(passes.map { .string($0) })),
             ("quantization", .object(quant)),
         ])
     }

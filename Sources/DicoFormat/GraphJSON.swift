@@ -35,7 +35,7 @@ public enum GraphJSON {
     static func attributes(_ op: Op) -> [(key: String, value: JSONValue)] {
         switch op {
         case let .conv2d(stride, padding, groups): return [("stride", .integer(stride)), ("padding", .integer(padding)), ("groups", .integer(groups))]
-        case let .channelLayerNorm(eps): return [("eps", .number(floatLiteral(eps)))]
+        case let .channelLayerNorm(eps), let .layerNormModulate(eps): return [("eps", .number(floatLiteral(eps)))]
         case let .slice(axis, start, length): return [("axis", .integer(axis)), ("start", .integer(start)), ("length", .integer(length))]
         case let .concat(axis): return [("axis", .integer(axis))]
         case let .pixelShuffle(f), let .pixelUnshuffle(f): return [("factor", .integer(f))]
@@ -65,6 +65,7 @@ public enum GraphJSON {
         case "linear": op = .linear
         case "channel_layer_norm": op = .channelLayerNorm(eps: try float("eps"))
         case "modulate": op = .modulate
+        case "layer_norm_modulate": op = .layerNormModulate(eps: try float("eps"))
         case "gated_add": op = .gatedAdd
         case "gelu": op = .gelu
         case "silu": op = .silu

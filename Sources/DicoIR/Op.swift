@@ -14,6 +14,9 @@ public enum Op: Hashable, Sendable {
     /// Layer normalization over the channel axis at every pixel, no affine
     /// (mean and biased variance over C). Input [N,C,H,W].
     case channelLayerNorm(eps: Float)
+    /// Channel LayerNorm then modulation in one pass over the activations (a fusion of
+    /// `channelLayerNorm` and `modulate`). Inputs: x [N,C,H,W], shift [N,C], scale [N,C].
+    case layerNormModulate(eps: Float)
     /// DiCo's adaLN modulation x * (1 + scale) + shift. Inputs: x [N,C,H,W], shift [N,C],
     /// scale [N,C] (broadcast over H and W).
     case modulate
@@ -51,6 +54,7 @@ public enum Op: Hashable, Sendable {
         case .conv2d: return "conv2d"
         case .linear: return "linear"
         case .channelLayerNorm: return "channel_layer_norm"
+        case .layerNormModulate: return "layer_norm_modulate"
         case .modulate: return "modulate"
         case .gatedAdd: return "gated_add"
         case .gelu: return "gelu"
@@ -72,7 +76,7 @@ public enum Op: Hashable, Sendable {
     public var attributes: [(String, String)] {
         switch self {
         case let .conv2d(stride, padding, groups): return [("stride", "\(stride)"), ("padding", "\(padding)"), ("groups", "\(groups)")]
-        case let .channelLayerNorm(eps): return [("eps", "\(eps)")]
+        case let .channelLayerNorm(eps), let .layerNormModulate(eps): return [("eps", "\(eps)")]
         case let .slice(axis, start, length): return [("axis", "\(axis)"), ("start", "\(start)"), ("length", "\(length)")]
         case let .concat(axis): return [("axis", "\(axis)")]
         case let .pixelShuffle(f), let .pixelUnshuffle(f): return [("factor", "\(f)")]
@@ -86,7 +90,7 @@ public enum Op: Hashable, Sendable {
         switch self {
         case .conv2d, .linear: return (2, 3)
         case .channelLayerNorm, .gelu, .silu, .sigmoid, .globalAvgPool, .slice, .pixelShuffle, .pixelUnshuffle, .timestepEmbedding: return (1, 1)
-        case .modulate, .gatedAdd: return (3, 3)
+        case .modulate, .gatedAdd, .layerNormModulate: return (3, 3)
         case .mul, .add, .embedding: return (2, 2)
         case .concat: return (1, Int.max)
         }

@@ -68,16 +68,18 @@ public func inferType(_ op: Op, _ ins: [TensorType], node: String) throws -> Ten
         guard eps > 0 else { throw fail("eps must be positive") }
         return TensorType(f32, ins[0].shape)
 
-    case .modulate, .gatedAdd:
-        try rank(0, 4); try rank(1, 2); try rank(2, op == .modulate ? 2 : 4)
+    case .modulate, .gatedAdd, .layerNormModulate:
+        let isGated = op == .gatedAdd
+        if case let .layerNormModulate(eps) = op, !(eps > 0) { throw fail("eps must be positive") }
+        try rank(0, 4); try rank(1, 2); try rank(2, isGated ? 4 : 2)
         for i in 0..<3 { try float(i) }
         let x = ins[0].shape
-        let vectors = op == .modulate ? [1, 2] : [1]
+        let vectors = isGated ? [1] : [1, 2]
         for i in vectors {
             try same(ins[i].shape[0], x[0], "batch of input \(i)")
             try same(ins[i].shape[1], x[1], "width of input \(i) vs channels")
         }
-        if op == .gatedAdd { guard ins[2].shape == x else { throw fail("residual \(ins[0]) vs branch \(ins[2])") } }
+        if isGated { guard ins[2].shape == x else { throw fail("residual \(ins[0]) vs branch \(ins[2])") } }
         return TensorType(f32, x)
 
     case .gelu, .silu, .sigmoid:

@@ -195,6 +195,9 @@ public final class Executor: @unchecked Sendable {
             linearKernel(x: x(0), w: x(1), bias: opt(2), y: out, rows: s[0], inFeatures: s[1], outFeatures: outShape[1], threads: threads)
         case let .channelLayerNorm(eps):
             channelLayerNormKernel(x: x(0), y: out, batch: outShape[0], channels: outShape[1], pixels: outShape[2] * outShape[3], eps: eps, threads: threads)
+        case let .layerNormModulate(eps):
+            channelLayerNormKernel(x: x(0), y: out, batch: outShape[0], channels: outShape[1], pixels: outShape[2] * outShape[3], eps: eps,
+                                   threads: threads, modulation: (shift: x(1), scale: x(2)))
         case .modulate:
             modulateKernel(x: x(0), shift: x(1), scale: x(2), y: out, batch: outShape[0], channels: outShape[1], pixels: outShape[2] * outShape[3], threads: threads)
         case .gatedAdd:

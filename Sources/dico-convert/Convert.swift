@@ -1,6 +1,8 @@
 import ArgumentParser
 import DicoConversion
 import DicoCore
+import DicoIR
+import DicoPasses
 import DicoQuant
 import DicoRuntime
 #if canImport(Glibc)
@@ -35,6 +37,21 @@ struct Convert: ParsableCommand {
     @Option(help: "Keep tensors matching PATTERN in float32 (glob, or re:REGEX); repeatable.")
     var keep: [String] = []
 
+    @Flag(help: "Write the graph as imported, without optimization passes.")
+    var noOptimize = false
+
+    @Option(help: "Comma-separated passes to run instead of the default pipeline.")
+    var passes: String?
+
+    @Option(help: "Leave out this pass (repeatable).")
+    var skipPass: [String] = []
+
+    @Option(help: "Print the IR to stdout after the named pass.")
+    var dumpIrAfter: String?
+
+    @Flag(help: "Debug: run the model before and after each pass and stop at the first that moves the output.")
+    var checkPasses = false
+
     @Flag(help: "Overwrite the output file if it exists.")
     var force = false
 
@@ -50,6 +67,9 @@ struct Convert: ParsableCommand {
     func run() throws {
         let precision: Precision = fp16 ? .fp16 : bf16 ? .bf16 : int8 ? .int8 : .fp32
         let patterns = try keep.map(NamePattern.init)
+        let pipeline = noOptimize ? [] : try PassManager.pipeline(passes: passes, skipping: skipPass)
+        if let d = dumpIrAfter, PassManager.pass(named: d) == nil { throw DicoError(.usage, "--dump-ir-after: unknown pass '\(d)'") }
+        let dumpAfter = dumpIrAfter
         if !force, access(output, F_OK) == 0 { throw DicoError(.usage, "\(output): already exists; pass --force to overwrite") }
         var a = stat(), b = stat()
         if stat(input, &a) == 0, stat(output, &b) == 0, a.st_dev == b.st_dev, a.st_ino == b.st_ino {
@@ -60,7 +80,9 @@ struct Convert: ParsableCommand {
         let summary = try Converter.convert(
             input: input, output: output,
             options: ConversionOptions(precision: precision, keep: patterns, threads: threadOptions.threads ?? Executor.defaultThreads,
-                                       overwrite: force, toolVersion: dicoConvertVersion),
+                                       overwrite: force, toolVersion: dicoConvertVersion, passes: pipeline,
+                                       afterPass: { name, graph in if name == dumpAfter { print(graph.textDump(), terminator: "") } },
+                                       checkPasses: checkPasses),
             progress: meter.update)
         meter.finish()
         if !quiet { print(summaryText(summary, precision)) }

@@ -5,7 +5,7 @@ import XCTest
 /// to `Op` stops this file compiling until the case gets an index here, a sample below and
 /// `caseCount` is raised (or the coverage assertion fails).
 enum OpSamples {
-    static let caseCount = 17
+    static let caseCount = 18
 
     static func caseIndex(_ op: Op) -> Int {
         switch op {
@@ -26,6 +26,7 @@ enum OpSamples {
         case .pixelUnshuffle: return 14
         case .embedding: return 15
         case .timestepEmbedding: return 16
+        case .layerNormModulate: return 17
         }
     }
 
@@ -33,6 +34,7 @@ enum OpSamples {
         .conv2d(stride: 1, padding: 1, groups: 1), .linear, .channelLayerNorm(eps: 1e-6), .modulate, .gatedAdd,
         .gelu, .silu, .sigmoid, .globalAvgPool, .mul, .add, .slice(axis: 1, start: 0, length: 2), .concat(axis: 1),
         .pixelShuffle(factor: 2), .pixelUnshuffle(factor: 2), .embedding, .timestepEmbedding(dim: 256, maxPeriod: 10_000),
+        .layerNormModulate(eps: 1e-6),
     ]
 }
 

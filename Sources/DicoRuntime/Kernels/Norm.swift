@@ -1,8 +1,11 @@
 /// Layer normalization over the channel axis at every pixel (no affine): mean and biased
 /// variance over C, accumulated in Double in tiles of pixels so the channel sums stay exact
-/// to float rounding even for the widest DiCo levels.
+/// to float rounding even for the widest DiCo levels. With `modulation`, the output is
+/// modulated in the same pass: y = norm(x) * (1 + scale[n,c]) + shift[n,c], rounded as the
+/// separate `modulate` op rounds it (normalize to float, then multiply-add in float).
 func channelLayerNormKernel(x: UnsafePointer<Float>, y: UnsafeMutablePointer<Float>, batch: Int, channels: Int, pixels: Int,
-                            eps: Float, threads: Int) {
+                            eps: Float, threads: Int,
+                            modulation: (shift: UnsafePointer<Float>, scale: UnsafePointer<Float>)? = nil) {
     let tile = 128
     let tilesPerImage = (pixels + tile - 1) / tile
     parallelRanges(batch * tilesPerImage, threads: threads) { range in
@@ -29,9 +32,17 @@ func channelLayerNormKernel(x: UnsafePointer<Float>, y: UnsafeMutablePointer<Flo
                         }
                     }
                     for i in 0..<len { v[i] = 1 / (v[i] * inv + Double(eps)).squareRoot() }
-                    for c in 0..<channels {
-                        let row = base + c * pixels, o = out + c * pixels
-                        for i in 0..<len { o[i] = Float((Double(row[i]) - mu[i]) * v[i]) }
+                    if let (shift, scale) = modulation {
+                        for c in 0..<channels {
+                            let row = base + c * pixels, o = out + c * pixels
+                            let a = 1 + scale[n * channels + c], b = shift[n * channels + c]
+                            for i in 0..<len { o[i] = Float((Double(row[i]) - mu[i]) * v[i]) * a + b }
+                        }
+                    } else {
+                        for c in 0..<channels {
+                            let row = base + c * pixels, o = out + c * pixels
+                            for i in 0..<len { o[i] = Float((Double(row[i]) - mu[i]) * v[i]) }
+                        }
                     }
                 }
             }
