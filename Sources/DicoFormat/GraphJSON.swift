@@ -35,6 +35,8 @@ public enum GraphJSON {
     static func attributes(_ op: Op) -> [(key: String, value: JSONValue)] {
         switch op {
         case let .conv2d(stride, padding, groups): return [("stride", .integer(stride)), ("padding", .integer(padding)), ("groups", .integer(groups))]
+        case let .conv2dActivation(stride, padding, groups, act):
+            return [("stride", .integer(stride)), ("padding", .integer(padding)), ("groups", .integer(groups)), ("activation", .string(act.rawValue))]
         case let .channelLayerNorm(eps), let .layerNormModulate(eps): return [("eps", .number(floatLiteral(eps)))]
         case let .slice(axis, start, length): return [("axis", .integer(axis)), ("start", .integer(start)), ("length", .integer(length))]
         case let .concat(axis): return [("axis", .integer(axis))]
@@ -62,6 +64,11 @@ public enum GraphJSON {
         let op: Op
         switch name {
         case "conv2d": op = .conv2d(stride: try int("stride"), padding: try int("padding"), groups: try int("groups"))
+        case "conv2d_activation":
+            guard let a = attrs.first(where: { $0.key == "activation" })?.value.stringValue, let act = Activation(rawValue: a) else {
+                throw DicoError(.invalidInput, "node '\(node)' (\(name)): attribute 'activation' is missing or not one of gelu, silu, sigmoid")
+            }
+            op = .conv2dActivation(stride: try int("stride"), padding: try int("padding"), groups: try int("groups"), activation: act)
         case "linear": op = .linear
         case "channel_layer_norm": op = .channelLayerNorm(eps: try float("eps"))
         case "modulate": op = .modulate

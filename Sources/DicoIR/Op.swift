@@ -1,5 +1,10 @@
 import DicoCore
 
+/// An activation a convolution may apply in its epilogue.
+public enum Activation: String, Hashable, Sendable, CaseIterable {
+    case gelu, silu, sigmoid
+}
+
 /// The closed set of operations a graph may hold. Every consumer (shape inference,
 /// printer, executor, cost model) switches over it without `default:`, so adding a case
 /// makes the compiler list every place that must learn it.
@@ -9,6 +14,9 @@ public enum Op: Hashable, Sendable {
     /// 2-D convolution, PyTorch semantics. Inputs: x [N,Cin,H,W], weight [Cout,Cin/groups,kh,kw],
     /// optional bias [Cout]. Zero padding `padding` on every side.
     case conv2d(stride: Int, padding: Int, groups: Int)
+    /// `conv2d` followed by an activation, applied to each output tile while it is in cache
+    /// (a fusion). Inputs as `conv2d`.
+    case conv2dActivation(stride: Int, padding: Int, groups: Int, activation: Activation)
     /// y = x W^T + b. Inputs: x [N,in], weight [out,in], optional bias [out].
     case linear
     /// Layer normalization over the channel axis at every pixel, no affine
@@ -52,6 +60,7 @@ public enum Op: Hashable, Sendable {
     public var name: String {
         switch self {
         case .conv2d: return "conv2d"
+        case .conv2dActivation: return "conv2d_activation"
         case .linear: return "linear"
         case .channelLayerNorm: return "channel_layer_norm"
         case .layerNormModulate: return "layer_norm_modulate"
@@ -76,6 +85,8 @@ public enum Op: Hashable, Sendable {
     public var attributes: [(String, String)] {
         switch self {
         case let .conv2d(stride, padding, groups): return [("stride", "\(stride)"), ("padding", "\(padding)"), ("groups", "\(groups)")]
+        case let .conv2dActivation(stride, padding, groups, act):
+            return [("stride", "\(stride)"), ("padding", "\(padding)"), ("groups", "\(groups)"), ("activation", act.rawValue)]
         case let .channelLayerNorm(eps), let .layerNormModulate(eps): return [("eps", "\(eps)")]
         case let .slice(axis, start, length): return [("axis", "\(axis)"), ("start", "\(start)"), ("length", "\(length)")]
         case let .concat(axis): return [("axis", "\(axis)")]
@@ -88,7 +99,7 @@ public enum Op: Hashable, Sendable {
     /// How many inputs the op takes: (minimum, maximum).
     public var arity: (Int, Int) {
         switch self {
-        case .conv2d, .linear: return (2, 3)
+        case .conv2d, .conv2dActivation, .linear: return (2, 3)
         case .channelLayerNorm, .gelu, .silu, .sigmoid, .globalAvgPool, .slice, .pixelShuffle, .pixelUnshuffle, .timestepEmbedding: return (1, 1)
         case .modulate, .gatedAdd, .layerNormModulate: return (3, 3)
         case .mul, .add, .embedding: return (2, 2)

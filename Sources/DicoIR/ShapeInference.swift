@@ -27,7 +27,7 @@ public func inferType(_ op: Op, _ ins: [TensorType], node: String) throws -> Ten
     let f32 = DType.f32
 
     switch op {
-    case let .conv2d(stride, padding, groups):
+    case let .conv2d(stride, padding, groups), let .conv2dActivation(stride, padding, groups, _):
         try rank(0, 4); try rank(1, 4); try float(0); try float(1)
         guard stride >= 1, padding >= 0, groups >= 1 else { throw fail("stride, padding and groups must be positive") }
         let x = ins[0].shape, w = ins[1].shape

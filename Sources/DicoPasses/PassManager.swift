@@ -6,9 +6,10 @@ public struct PassManager: Sendable {
     /// The default pipeline, in order:
     /// 1. `eliminate-common-subexpressions`: share the timestep features and each SiLU(c).
     /// 2. `fuse-layer-norm-modulate`: LayerNorm and adaLN modulation in one pass.
-    /// 3. `eliminate-dead-code`: drop what no output needs.
+    /// 3. `fuse-conv-activation`: GELU and sigmoid in the epilogue of the conv before them.
+    /// 4. `eliminate-dead-code`: drop what no output needs.
     public static let defaultPipeline: [any GraphPass] = [
-        EliminateCommonSubexpressions(), FuseLayerNormModulate(), EliminateDeadCode(),
+        EliminateCommonSubexpressions(), FuseLayerNormModulate(), FuseConvActivation(), EliminateDeadCode(),
     ]
 
     /// Every pass there is, by name.

@@ -117,10 +117,14 @@ public final class Executor: @unchecked Sendable {
 
     /// The op name, refined by the kernel a conv takes.
     private func kernelPath(_ node: Node, _ shapes: [[Int]]) -> String {
-        guard case let .conv2d(_, _, groups) = node.op else { return node.op.name }
+        let groups: Int
+        switch node.op {
+        case let .conv2d(_, _, g), let .conv2dActivation(_, _, g, _): groups = g
+        default: return node.op.name
+        }
         let w = shapes[node.inputs[1].index]
-        if w[2] == 1 && w[3] == 1 { return "conv2d 1x1" }
-        return groups == 1 ? "conv2d \(w[2])x\(w[3]) dense" : "conv2d \(w[2])x\(w[3]) grouped"
+        let path = w[2] == 1 && w[3] == 1 ? "1x1" : groups == 1 ? "\(w[2])x\(w[3]) dense" : "\(w[2])x\(w[3]) grouped"
+        return "\(node.op.name) \(path)"
     }
 
     /// Checks each input against its declared type and binds the shape symbols N, H, W.
@@ -173,23 +177,30 @@ public final class Executor: @unchecked Sendable {
         let outShape = shapes[node.output.index]
         let count = outShape.reduce(1, *)
 
-        switch node.op {
-        case let .conv2d(stride, padding, groups):
+        // Convolution with an optional activation epilogue, by kernel path.
+        func convolve(_ stride: Int, _ padding: Int, _ groups: Int, _ act: Activation?) {
             let s = shape(0), w = shape(1)
             let (n, cin, h, wd) = (s[0], s[1], s[2], s[3])
             let (cout, kh, kw) = (w[0], w[2], w[3])
             if kh == 1, kw == 1, stride == 1, padding == 0, groups == 1 {
-                conv1x1Kernel(x: x(0), w: x(1), bias: opt(2), y: out, batch: n, cin: cin, cout: cout, pixels: h * wd, threads: threads)
+                conv1x1Kernel(x: x(0), w: x(1), bias: opt(2), y: out, batch: n, cin: cin, cout: cout, pixels: h * wd, threads: threads, activation: act)
             } else if kh == 3, kw == 3, stride == 1, padding == 1, groups == cin, cout == cin {
-                depthwise3x3Kernel(x: x(0), w: x(1), bias: opt(2), y: out, batch: n, channels: cin, height: h, width: wd, threads: threads)
+                depthwise3x3Kernel(x: x(0), w: x(1), bias: opt(2), y: out, batch: n, channels: cin, height: h, width: wd, threads: threads, activation: act)
             } else {
                 let scratchCount = (cin / groups) * kh * kw * outShape[2] * outShape[3]
                 let scratch = pool.take(scratchCount)
                 defer { pool.give(scratch, scratchCount) }
                 im2colConvKernel(x: x(0), w: x(1), bias: opt(2), y: out, batch: n, cin: cin, height: h, width: wd, cout: cout,
                                  kh: kh, kw: kw, stride: stride, padding: padding, groups: groups,
-                                 outH: outShape[2], outW: outShape[3], scratch: scratch, threads: threads)
+                                 outH: outShape[2], outW: outShape[3], scratch: scratch, threads: threads, activation: act)
             }
+        }
+
+        switch node.op {
+        case let .conv2d(stride, padding, groups):
+            convolve(stride, padding, groups, nil)
+        case let .conv2dActivation(stride, padding, groups, act):
+            convolve(stride, padding, groups, act)
         case .linear:
             let s = shape(0)
             linearKernel(x: x(0), w: x(1), bias: opt(2), y: out, rows: s[0], inFeatures: s[1], outFeatures: outShape[1], threads: threads)

@@ -18,7 +18,8 @@ final class PassesCLITests: CLITestCase {
         XCTAssertEqual(ops["timestep_embedding"], 1)
         XCTAssertEqual(j["nodes"] as? Int, ops.values.reduce(0, +))
         let prov = try XCTUnwrap(j["provenance"] as? [String: Any])
-        XCTAssertEqual(prov["passes"] as? [String], ["eliminate-common-subexpressions", "fuse-layer-norm-modulate"])
+        XCTAssertEqual(prov["passes"] as? [String], ["eliminate-common-subexpressions", "fuse-layer-norm-modulate", "fuse-conv-activation"])
+        XCTAssertEqual(ops["conv2d_activation"], 24)
     }
 
     func testNoOptimizeWritesTheImportedGraph() throws {

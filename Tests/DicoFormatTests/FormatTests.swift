@@ -387,7 +387,8 @@ final class FormatTests: XCTestCase {
         let e = try g.add(.timestepEmbedding(dim: 6, maxPeriod: 100.5), [t], name: "emb")
         let v = try g.add(.slice(axis: 1, start: 0, length: 4), [try g.add(.slice(axis: 0, start: 0, length: 2), [e], name: "e2")], name: "v")
         let lm = try g.add(.layerNormModulate(eps: 1e-5), [c, v, v], name: "lnmod")
-        g.outputs = [cat, sh, e, lm]
+        let ca = try g.add(.conv2dActivation(stride: 2, padding: 1, groups: 2, activation: .sigmoid), [z, k], name: "conv_act")
+        g.outputs = [cat, sh, e, lm, ca]
         try g.verify()
         return g
     }
@@ -456,7 +457,7 @@ final class FormatTests: XCTestCase {
         let all: [Op] = [.conv2d(stride: 1, padding: 0, groups: 1), .linear, .channelLayerNorm(eps: 1), .modulate, .gatedAdd, .gelu, .silu,
                          .sigmoid, .globalAvgPool, .mul, .add, .slice(axis: 0, start: 0, length: 0), .concat(axis: 0),
                          .pixelShuffle(factor: 1), .pixelUnshuffle(factor: 1), .embedding, .timestepEmbedding(dim: 2, maxPeriod: 2),
-                         .layerNormModulate(eps: 1)]
+                         .layerNormModulate(eps: 1), .conv2dActivation(stride: 1, padding: 0, groups: 1, activation: .gelu)]
         XCTAssertEqual(seen, Set(all.map(\.name)))
         for op in all { exhaustive(op) }
     }
@@ -466,7 +467,7 @@ final class FormatTests: XCTestCase {
     private func exhaustive(_ op: Op) {
         switch op {
         case .conv2d, .linear, .channelLayerNorm, .modulate, .gatedAdd, .gelu, .silu, .sigmoid, .globalAvgPool, .mul, .add,
-             .slice, .concat, .pixelShuffle, .pixelUnshuffle, .embedding, .timestepEmbedding, .layerNormModulate: break
+             .slice, .concat, .pixelShuffle, .pixelUnshuffle, .embedding, .timestepEmbedding, .layerNormModulate, .conv2dActivation: break
         }
     }
 

@@ -5,7 +5,7 @@ import XCTest
 /// to `Op` stops this file compiling until the case gets an index here, a sample below and
 /// `caseCount` is raised (or the coverage assertion fails).
 enum OpSamples {
-    static let caseCount = 18
+    static let caseCount = 19
 
     static func caseIndex(_ op: Op) -> Int {
         switch op {
@@ -27,6 +27,7 @@ enum OpSamples {
         case .embedding: return 15
         case .timestepEmbedding: return 16
         case .layerNormModulate: return 17
+        case .conv2dActivation: return 18
         }
     }
 
@@ -34,7 +35,7 @@ enum OpSamples {
         .conv2d(stride: 1, padding: 1, groups: 1), .linear, .channelLayerNorm(eps: 1e-6), .modulate, .gatedAdd,
         .gelu, .silu, .sigmoid, .globalAvgPool, .mul, .add, .slice(axis: 1, start: 0, length: 2), .concat(axis: 1),
         .pixelShuffle(factor: 2), .pixelUnshuffle(factor: 2), .embedding, .timestepEmbedding(dim: 256, maxPeriod: 10_000),
-        .layerNormModulate(eps: 1e-6),
+        .layerNormModulate(eps: 1e-6), .conv2dActivation(stride: 1, padding: 1, groups: 1, activation: .gelu),
     ]
 }
 

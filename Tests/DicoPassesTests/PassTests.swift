@@ -110,12 +110,36 @@ final class PassTests: XCTestCase {
         XCTAssertFalse(changed)
     }
 
+    func testConvActivationFusesDiCosConvs() throws {
+        let (g, changed) = try apply(FuseConvActivation(), tiny.graph)
+        XCTAssertTrue(changed)
+        // Per block: conv2 + GELU, conv4 + GELU, ca.1 + sigmoid; 8 blocks.
+        XCTAssertEqual(g.opCounts["conv2d_activation"], 24)
+        XCTAssertNil(g.opCounts["gelu"])
+        XCTAssertNil(g.opCounts["sigmoid"])
+        let inputs = dicoInputs(tiny.weights.config)
+        XCTAssertEqual(try forward(g, inputs), try forward(tiny.graph, inputs))
+    }
+
+    /// A conv whose output is also read elsewhere keeps its separate activation; so does an
+    /// activation of something that is not a conv.
+    func testConvActivationDoesNotFireOnASharedConv() throws {
+        var g = Graph()
+        let x = g.addInput("x", TensorType(.f32, constant: [1, 2, 4, 4]))
+        let w = g.addConstant("w", TensorData(shape: [2, 2, 1, 1], floats: [1, 2, 3, 4]))
+        let c = try g.add(.conv2d(stride: 1, padding: 0, groups: 1), [x, w], name: "conv")
+        let a = try g.add(.gelu, [c], name: "gelu")
+        let s = try g.add(.silu, [x], name: "silu_of_input")
+        g.outputs = [try g.add(.add, [a, c], name: "sum"), s]
+        XCTAssertFalse(try apply(FuseConvActivation(), g).1)
+    }
+
     func testPipelineParsing() throws {
         XCTAssertEqual(try PassManager.pipeline(passes: nil, skipping: []).map(\.name), PassManager.defaultPipeline.map(\.name))
         XCTAssertEqual(try PassManager.pipeline(passes: "eliminate-dead-code, fuse-layer-norm-modulate", skipping: []).map(\.name),
                        ["eliminate-dead-code", "fuse-layer-norm-modulate"])
         XCTAssertEqual(try PassManager.pipeline(passes: nil, skipping: ["fuse-layer-norm-modulate"]).map(\.name),
-                       ["eliminate-common-subexpressions", "eliminate-dead-code"])
+                       ["eliminate-common-subexpressions", "fuse-conv-activation", "eliminate-dead-code"])
         XCTAssertThrowsError(try PassManager.pipeline(passes: "fold-everything", skipping: [])) { e in
             XCTAssertEqual((e as? DicoError)?.kind, .usage)
             XCTAssertTrue("\(e)".contains("unknown pass 'fold-everything'"))
@@ -132,7 +156,7 @@ final class PassTests: XCTestCase {
             try graph.verify()
         }
         XCTAssertEqual(seen, PassManager.defaultPipeline.map(\.name))
-        XCTAssertEqual(applied, ["eliminate-common-subexpressions", "fuse-layer-norm-modulate"])
+        XCTAssertEqual(applied, ["eliminate-common-subexpressions", "fuse-layer-norm-modulate", "fuse-conv-activation"])
         XCTAssertLessThan(g.nodes.count, tiny.graph.nodes.count)
         let inputs = dicoInputs(tiny.weights.config)
         XCTAssertEqual(try forward(g, inputs), try forward(tiny.graph, inputs))

@@ -85,6 +85,26 @@ final class KernelTests: XCTestCase {
         }
     }
 
+    /// The fused epilogue gives exactly what the conv and then the activation give, on each
+    /// kernel path (1x1 GEMM, pooled 1x1, depthwise, im2col).
+    func testConvActivationEqualsConvThenActivation() throws {
+        let cases: [([Int], [Int], Int, Int, Int)] = [
+            ([2, 6, 5, 7], [5, 6, 1, 1], 1, 0, 1), ([3, 6, 1, 1], [4, 6, 1, 1], 1, 0, 1),
+            ([2, 6, 5, 7], [6, 1, 3, 3], 1, 1, 6), ([1, 4, 7, 6], [3, 4, 3, 3], 2, 1, 1),
+        ]
+        for (xs, ws, s, p, g) in cases {
+            let x = random(xs.reduce(1, *), scale: 3), w = random(ws.reduce(1, *)), b = random(ws[0])
+            let ins: [(shape: [Int], values: [Float])] = [(xs, x), (ws, w), ([ws[0]], b)]
+            let plain = try run(.conv2d(stride: s, padding: p, groups: g), ins, constants: [1, 2])
+            for act in Activation.allCases {
+                let fused = try run(.conv2dActivation(stride: s, padding: p, groups: g, activation: act), ins, constants: [1, 2])
+                let separate: Op = act == .gelu ? .gelu : act == .silu ? .silu : .sigmoid
+                let want = try run(separate, [(plain.shape, plain.floats!)])
+                XCTAssertEqual(fused.floats!, want.floats!, "\(act) x\(xs) w\(ws)")
+            }
+        }
+    }
+
     func testLinearMatchesReference() throws {
         let x = random(3 * 10), w = random(4 * 10), b = random(4)
         for withBias in [true, false] {

@@ -1,7 +1,9 @@
 /// Depthwise 3x3 convolution, stride 1, zero padding 1 (DiCo's conv2). Parallel over
 /// (image, channel) planes. Rows are processed as three shifted, vectorizable passes.
+import DicoIR
+
 func depthwise3x3Kernel(x: UnsafePointer<Float>, w: UnsafePointer<Float>, bias: UnsafePointer<Float>?, y: UnsafeMutablePointer<Float>,
-                        batch: Int, channels: Int, height: Int, width: Int, threads: Int) {
+                        batch: Int, channels: Int, height: Int, width: Int, threads: Int, activation: Activation? = nil) {
     let plane = height * width
     parallelRanges(batch * channels, threads: threads) { range in
         for nc in range {
@@ -28,6 +30,7 @@ func depthwise3x3Kernel(x: UnsafePointer<Float>, w: UnsafePointer<Float>, bias: 
                     o[width - 1] += k0 * s[width - 2] + k1 * s[width - 1]
                 }
             }
+            if let activation { applyActivation(activation, dst, dst, plane) }
         }
     }
 }
@@ -38,7 +41,7 @@ func depthwise3x3Kernel(x: UnsafePointer<Float>, w: UnsafePointer<Float>, bias: 
 func im2colConvKernel(x: UnsafePointer<Float>, w: UnsafePointer<Float>, bias: UnsafePointer<Float>?, y: UnsafeMutablePointer<Float>,
                       batch: Int, cin: Int, height: Int, width: Int, cout: Int, kh: Int, kw: Int,
                       stride: Int, padding: Int, groups: Int, outH: Int, outW: Int,
-                      scratch: UnsafeMutablePointer<Float>, threads: Int) {
+                      scratch: UnsafeMutablePointer<Float>, threads: Int, activation: Activation? = nil) {
     let cinG = cin / groups, coutG = cout / groups
     let rows = cinG * kh * kw, cols = outH * outW
     for n in 0..<batch {
@@ -71,7 +74,7 @@ func im2colConvKernel(x: UnsafePointer<Float>, w: UnsafePointer<Float>, bias: Un
             }
             gemm(GemmProblem(m: coutG, n: cols, k: rows, a: w + g * coutG * rows, lda: rows, strideA: 0,
                              b: scratch, ldb: cols, strideB: 0, transB: false, c: yg, ldc: cols, strideC: 0,
-                             accumulate: bias != nil), threads: threads)
+                             accumulate: bias != nil), threads: threads, epilogue: tileActivation(activation))
         }
     }
 }

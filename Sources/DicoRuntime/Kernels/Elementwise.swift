@@ -2,10 +2,9 @@
 import Glibc
 #endif
 
-/// The unary activations the op set has.
-enum Activation {
-    case gelu, silu, sigmoid
+import DicoIR
 
+extension Activation {
     /// The scalar definition every fast path is measured against.
     @inline(__always)
     func apply(_ v: Float) -> Float {
@@ -22,11 +21,18 @@ enum Activation {
 /// the small conditioning vectors and keep libm's expf.
 func activationKernel(_ act: Activation, x: UnsafePointer<Float>, y: UnsafeMutablePointer<Float>, count: Int, threads: Int) {
     parallelRanges(count, threads: threads, minChunk: 4096) { r in
-        switch act {
-        case .gelu: for i in r { y[i] = geluApprox(x[i]) }
-        case .silu: for i in r { y[i] = Activation.silu.apply(x[i]) }
-        case .sigmoid: for i in r { y[i] = Activation.sigmoid.apply(x[i]) }
-        }
+        applyActivation(act, x + r.lowerBound, y + r.lowerBound, r.count)
+    }
+}
+
+/// y[i] = act(x[i]) for i < count, one thread (in place when x == y). Each case is its own
+/// loop so that the GELU one vectorizes.
+@inline(__always)
+func applyActivation(_ act: Activation, _ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, _ count: Int) {
+    switch act {
+    case .gelu: for i in 0..<count { y[i] = geluApprox(x[i]) }
+    case .silu: for i in 0..<count { y[i] = Activation.silu.apply(x[i]) }
+    case .sigmoid: for i in 0..<count { y[i] = Activation.sigmoid.apply(x[i]) }
     }
 }
 

@@ -1,4 +1,5 @@
 import COpenBLAS
+import DicoIR
 import Dispatch
 
 /// Row-major matrix operands of one GEMM, C[M,N] = A[M,K] * op(B) (+ C), repeated over a
@@ -30,7 +31,9 @@ func tileSize(_ extent: Int, max maxTile: Int) -> Int {
 }
 
 /// Runs `p` as a grid of single-threaded OpenBLAS sgemm calls, `threads` workers at a time.
-func gemm(_ p: GemmProblem, threads: Int) {
+/// `epilogue`, if given, runs on each finished tile while it is in cache: (tile, rows,
+/// columns, row stride).
+func gemm(_ p: GemmProblem, threads: Int, epilogue: ((UnsafeMutablePointer<Float>, Int, Int, Int) -> Void)? = nil) {
     let gemmRowTile = tileSize(p.m, max: gemmMaxRowTile), gemmColTile = tileSize(p.n, max: gemmMaxColTile)
     let mt = (p.m + gemmRowTile - 1) / gemmRowTile, nt = (p.n + gemmColTile - 1) / gemmColTile
     let tiles = p.batch * mt * nt
@@ -44,6 +47,7 @@ func gemm(_ p: GemmProblem, threads: Int) {
         let c = p.c + bi * p.strideC + i0 * p.ldc + j0
         cblas_sgemm(CblasRowMajor, CblasNoTrans, p.transB ? CblasTrans : CblasNoTrans,
                     Int32(mm), Int32(nn), Int32(p.k), 1, a, Int32(p.lda), b, Int32(p.ldb), p.accumulate ? 1 : 0, c, Int32(p.ldc))
+        epilogue?(c, mm, nn, p.ldc)
     }
     if workers == 1 {
         for t in 0..<tiles { tile(t) }
@@ -59,21 +63,29 @@ func useSingleThreadedBLAS() { openblas_set_num_threads(1) }
 
 /// Linear layer y[N,out] = x[N,in] W^T + b, W in PyTorch layout [out,in].
 func linearKernel(x: UnsafePointer<Float>, w: UnsafePointer<Float>, bias: UnsafePointer<Float>?, y: UnsafeMutablePointer<Float>,
-                  rows: Int, inFeatures: Int, outFeatures: Int, threads: Int) {
+                  rows: Int, inFeatures: Int, outFeatures: Int, threads: Int, activation: Activation? = nil) {
     if let bias {
         for r in 0..<rows { (y + r * outFeatures).update(from: bias, count: outFeatures) }
     }
     gemm(GemmProblem(m: rows, n: outFeatures, k: inFeatures, a: x, lda: inFeatures, strideA: 0,
                      b: w, ldb: inFeatures, strideB: 0, transB: true, c: y, ldc: outFeatures, strideC: 0,
-                     accumulate: bias != nil), threads: threads)
+                     accumulate: bias != nil), threads: threads, epilogue: tileActivation(activation))
+}
+
+/// The epilogue applying `activation` to a GEMM tile, or nil.
+func tileActivation(_ activation: Activation?) -> ((UnsafeMutablePointer<Float>, Int, Int, Int) -> Void)? {
+    guard let activation else { return nil }
+    return { c, rows, cols, ld in
+        for r in 0..<rows { applyActivation(activation, c + r * ld, c + r * ld, cols) }
+    }
 }
 
 /// 1x1 convolution per image: Y_n[Cout,HW] = W[Cout,Cin] X_n[Cin,HW] + b.
 func conv1x1Kernel(x: UnsafePointer<Float>, w: UnsafePointer<Float>, bias: UnsafePointer<Float>?, y: UnsafeMutablePointer<Float>,
-                   batch: Int, cin: Int, cout: Int, pixels: Int, threads: Int) {
+                   batch: Int, cin: Int, cout: Int, pixels: Int, threads: Int, activation: Activation? = nil) {
     if pixels == 1 {
         // A pooled [N,C,1,1] input is a plain linear layer over the batch.
-        linearKernel(x: x, w: w, bias: bias, y: y, rows: batch, inFeatures: cin, outFeatures: cout, threads: threads)
+        linearKernel(x: x, w: w, bias: bias, y: y, rows: batch, inFeatures: cin, outFeatures: cout, threads: threads, activation: activation)
         return
     }
     if let bias {
@@ -83,5 +95,5 @@ func conv1x1Kernel(x: UnsafePointer<Float>, w: UnsafePointer<Float>, bias: Unsaf
     }
     gemm(GemmProblem(m: cout, n: pixels, k: cin, a: w, lda: cin, strideA: 0,
                      b: x, ldb: pixels, strideB: cin * pixels, transB: false, c: y, ldc: pixels, strideC: cout * pixels,
-                     batch: batch, accumulate: bias != nil), threads: threads)
+                     batch: batch, accumulate: bias != nil), threads: threads, epilogue: tileActivation(activation))
 }
