@@ -13,7 +13,8 @@ struct DicoConvert: ParsableCommand {
         abstract: "Convert DiCo diffusion-model weights to .dico (fp32, fp16, bf16, int8), inspect and run them.",
         discussion: """
         Exit status: 0 success; 64 usage error; 65 invalid input (a malformed or non-DiCo file, \
-        bad run inputs); 74 I/O failure; 70 internal error.
+        bad run inputs); 74 I/O failure; 70 internal error; 130 or 143 interrupted by SIGINT or SIGTERM \
+        (partial output removed).
         """,
         version: dicoConvertVersion,
         subcommands: [Convert.self, Inspect.self, Run.self, Synth.self, Bench.self],
