@@ -141,6 +141,12 @@ public final class DicoFile: @unchecked Sendable {
         }
         self.tensors = entries
         self.index = index
+        // The bytes between tensors are zero (at most 63 of them each).
+        for (k, e) in entries.enumerated() {
+            let next = k + 1 < entries.count ? entries[k + 1].offset : e.offset + e.length
+            let gap = file.bytes(offset: Int(dataOffset) + e.offset + e.length, count: next - e.offset - e.length)
+            guard gap.allSatisfy({ $0 == 0 }) else { throw bad("non-zero bytes between tensor '\(e.name)' and the next one") }
+        }
 
         if verifyChecksums {
             var failures = [Bool](repeating: false, count: entries.count)
@@ -149,12 +155,19 @@ public final class DicoFile: @unchecked Sendable {
                 let flags = f
                 DispatchQueue.concurrentPerform(iterations: entries.count) { i in
                     let e = entries[i]
-                    flags[i] = CRC32.checksum(file.bytes(offset: base + e.offset, count: e.length)) != e.crc32
+                    let bytes = file.bytes(offset: base + e.offset, count: e.length)
+                    flags[i] = CRC32.checksum(bytes) != e.crc32
                 }
             }
             if let i = failures.firstIndex(of: true) {
                 let broken = entries.indices.filter { failures[$0] }.map { "'\(entries[$0].name)'" }
                 throw bad("tensor\(broken.count == 1 ? "" : "s") \(broken.joined(separator: ", ")) \(broken.count == 1 ? "is" : "are") corrupt (CRC-32 mismatch; first: stored \(CRC32.hex(entries[i].crc32)))")
+            }
+            // Quantized int8 values lie in [-127, 127]: -128 (0x80) cannot come from the scheme.
+            for e in entries where e.quantization != nil {
+                if file.bytes(offset: base + e.offset, count: e.length).contains(0x80) {
+                    throw bad("tensor '\(e.name)' holds the int8 value -128, outside the symmetric range [-127, 127]")
+                }
             }
         }
 

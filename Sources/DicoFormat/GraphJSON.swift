@@ -49,9 +49,14 @@ public enum GraphJSON {
     /// Decodes one op from its name and attributes.
     /// - Throws: a message (without the file name) naming the node and the problem.
     static func decodeOp(_ name: String, _ attrs: [(key: String, value: JSONValue)], node: String) throws -> Op {
+        guard Set(attrs.map(\.key)).count == attrs.count else {
+            throw DicoError(.invalidInput, "node '\(node)' (\(name)): an attribute appears twice")
+        }
+        // Attributes come from a file: bounded far above any real use, so shape arithmetic
+        // on them cannot overflow.
         func int(_ key: String) throws -> Int {
-            guard let v = attrs.first(where: { $0.key == key })?.value.exactNonNegativeInt else {
-                throw DicoError(.invalidInput, "node '\(node)' (\(name)): attribute '\(key)' is missing or not a non-negative integer")
+            guard let v = attrs.first(where: { $0.key == key })?.value.exactNonNegativeInt, v <= 1 << 30 else {
+                throw DicoError(.invalidInput, "node '\(node)' (\(name)): attribute '\(key)' is missing or not an integer in 0...\(1 << 30)")
             }
             return v
         }
@@ -102,16 +107,16 @@ public enum GraphJSON {
 
     /// Parses "N", "H/2", "2*W", "3*N/2" or an integer.
     static func decodeDim(_ v: JSONValue) -> Dim? {
-        if let c = v.exactNonNegativeInt { return .c(c) }
+        if let c = v.exactNonNegativeInt { return c <= 1 << 40 ? .c(c) : nil }
         guard var s = v.stringValue else { return nil }
         var num = 1, den = 1
         if let slash = s.lastIndex(of: "/") {
-            guard let d = Int(s[s.index(after: slash)...]), d > 0 else { return nil }
+            guard let d = Int(s[s.index(after: slash)...]), d > 0, d <= 1 << 16 else { return nil }
             den = d
             s = String(s[..<slash])
         }
         if let star = s.firstIndex(of: "*") {
-            guard let n = Int(s[..<star]), n > 0 else { return nil }
+            guard let n = Int(s[..<star]), n > 0, n <= 1 << 16 else { return nil }
             num = n
             s = String(s[s.index(after: star)...])
         }

@@ -30,22 +30,26 @@ public struct Dim: Hashable, Sendable, CustomStringConvertible {
     /// The constant value, or nil for a symbolic dimension.
     public var constant: Int? { symbol == nil ? num : nil }
 
-    /// This dimension times `k / d`; nil when a constant does not divide exactly.
+    /// This dimension times `k / d`; nil when a constant does not divide exactly or the
+    /// arithmetic overflows (shapes can come from files).
     public func scaled(by k: Int, over d: Int = 1) -> Dim? {
+        let (v, o1) = num.multipliedReportingOverflow(by: k)
+        guard !o1, k >= 0, d > 0 else { return nil }
         if symbol == nil {
-            let v = num * k
             guard v % d == 0 else { return nil }
             return .c(v / d)
         }
-        return Dim(symbol: symbol, num: num * k, den: den * d)
+        let (w, o2) = den.multipliedReportingOverflow(by: d)
+        guard !o2 else { return nil }
+        return Dim(symbol: symbol, num: v, den: w)
     }
 
     /// The value under `bindings`; nil if the symbol is unbound or the fraction is not exact.
     public func evaluate(_ bindings: [DimSymbol: Int]) -> Int? {
         guard let symbol else { return num }
         guard let v = bindings[symbol] else { return nil }
-        let p = v * num
-        guard p % den == 0 else { return nil }
+        let (p, overflow) = v.multipliedReportingOverflow(by: num)
+        guard !overflow, p % den == 0 else { return nil }
         return p / den
     }
 

@@ -25,6 +25,17 @@ public func inferType(_ op: Op, _ ins: [TensorType], node: String) throws -> Ten
         return v
     }
     let f32 = DType.f32
+    // Shapes and attributes can come from a file: arithmetic on them is overflow-checked.
+    func mul(_ a: Int, _ b: Int) throws -> Int {
+        let (r, o) = a.multipliedReportingOverflow(by: b)
+        guard !o else { throw fail("dimension arithmetic overflows (\(a) x \(b))") }
+        return r
+    }
+    func sum(_ a: Int, _ b: Int) throws -> Int {
+        let (r, o) = a.addingReportingOverflow(b)
+        guard !o else { throw fail("dimension arithmetic overflows (\(a) + \(b))") }
+        return r
+    }
 
     switch op {
     case let .conv2d(stride, padding, groups), let .conv2dActivation(stride, padding, groups, _):
@@ -34,7 +45,7 @@ public func inferType(_ op: Op, _ ins: [TensorType], node: String) throws -> Ten
         let cout = try constant(w[0], "output channels"), cinG = try constant(w[1], "input channels per group")
         let kh = try constant(w[2], "kernel height"), kw = try constant(w[3], "kernel width")
         let cin = try constant(x[1], "input channels")
-        guard cin == cinG * groups else { throw fail("input has \(cin) channels but weight expects \(cinG) x \(groups) groups") }
+        guard cin == (try mul(cinG, groups)) else { throw fail("input has \(cin) channels but weight expects \(cinG) x \(groups) groups") }
         guard cout % groups == 0 else { throw fail("\(cout) output channels do not divide into \(groups) groups") }
         if ins.count == 3 {
             try rank(2, 1); try float(2)
@@ -43,11 +54,11 @@ public func inferType(_ op: Op, _ ins: [TensorType], node: String) throws -> Ten
         // Output size (H + 2p - k) / s + 1: symbolic only for the shape-preserving case.
         func outDim(_ d: Dim, _ k: Int) throws -> Dim {
             if let v = d.constant {
-                let o = (v + 2 * padding - k)
+                let o = try sum(v, try mul(2, padding)) - k
                 guard o >= 0 else { throw fail("kernel \(k) larger than padded input \(v)") }
                 return .c(o / stride + 1)
             }
-            guard stride == 1, 2 * padding == k - 1 else {
+            guard stride == 1, padding <= k, 2 * padding == k - 1 else {
                 throw fail("symbolic spatial size needs stride 1 and 'same' padding")
             }
             return d
@@ -104,15 +115,17 @@ public func inferType(_ op: Op, _ ins: [TensorType], node: String) throws -> Ten
         return TensorType(f32, out)
 
     case let .slice(axis, start, length):
+        try float(0)   // the executor moves float32 data only
         let s = ins[0].shape
         guard axis >= 0 && axis < s.count else { throw fail("axis \(axis) out of range for \(ins[0])") }
         let n = try constant(s[axis], "sliced axis")
-        guard start >= 0, length >= 0, start + length <= n else { throw fail("slice [\(start), \(start + length)) outside 0..<\(n)") }
+        guard start >= 0, length >= 0, start <= n, length <= n - start else { throw fail("slice [\(start), \(start + length)) outside 0..<\(n)") }
         var out = s
         out[axis] = .c(length)
         return TensorType(ins[0].dtype, out)
 
     case let .concat(axis):
+        try float(0)
         let s0 = ins[0].shape
         guard axis >= 0 && axis < s0.count else { throw fail("axis \(axis) out of range") }
         var total = 0
@@ -121,25 +134,27 @@ public func inferType(_ op: Op, _ ins: [TensorType], node: String) throws -> Ten
             for d in 0..<s0.count where d != axis {
                 try same(t.shape[d], s0[d], "input \(i) dimension \(d)")
             }
-            total += try constant(t.shape[axis], "concatenated axis")
+            total = try sum(total, try constant(t.shape[axis], "concatenated axis"))
         }
         var out = s0
         out[axis] = .c(total)
         return TensorType(ins[0].dtype, out)
 
     case let .pixelShuffle(r), let .pixelUnshuffle(r):
-        try rank(0, 4)
+        try rank(0, 4); try float(0)
         guard r >= 1 else { throw fail("factor must be positive") }
         let s = ins[0].shape
         let c = try constant(s[1], "channels")
+        let rr = try mul(r, r)
         if case .pixelShuffle = op {
-            guard c % (r * r) == 0 else { throw fail("\(c) channels do not divide by \(r * r)") }
-            return TensorType(ins[0].dtype, [s[0], .c(c / (r * r)), s[2].scaled(by: r)!, s[3].scaled(by: r)!])
+            guard c % rr == 0 else { throw fail("\(c) channels do not divide by \(rr)") }
+            guard let h = s[2].scaled(by: r), let w = s[3].scaled(by: r) else { throw fail("spatial size \(s[2]) x \(s[3]) times \(r) overflows") }
+            return TensorType(ins[0].dtype, [s[0], .c(c / rr), h, w])
         }
         guard let h = s[2].scaled(by: 1, over: r), let w = s[3].scaled(by: 1, over: r) else {
             throw fail("spatial size \(s[2]) x \(s[3]) does not divide by \(r)")
         }
-        return TensorType(ins[0].dtype, [s[0], .c(c * r * r), h, w])
+        return TensorType(ins[0].dtype, [s[0], .c(try mul(c, rr)), h, w])
 
     case .embedding:
         try rank(0, 2); try rank(1, 1); try float(0)

@@ -99,6 +99,13 @@ public enum DiCoRecognizer {
         guard xe.count == 4, op.count == 4, table.count == 2, t0.count == 2, xe[0] > 0, xe[0] % 2 == 0 else {
             throw DicoError.invalid(file, "not a DiCo state dict: 'x_embedder.proj.weight' \(xe), 'final_layer.out_proj.weight' \(op), 'y_embedder.embedding_table_0.weight' \(table) or 't_embedder_1.mlp.0.weight' \(t0) has the wrong rank or an odd hidden size")
         }
+        // Bounds far above any DiCo keep the size arithmetic below from overflowing on a
+        // file that declares absurd (zero-byte) shapes.
+        let limit = 1 << 20
+        for (what, v) in [("hidden size", xe[0]), ("input channels", xe[1]), ("output channels", op[0]), ("class rows", table[0]), ("frequency size", t0[1])]
+            where v > limit || v < 1 {
+            throw DicoError.invalid(file, "not a DiCo state dict: \(what) \(v) is outside 1...\(limit)")
+        }
         var depths: [Int] = []
         for level in DiCoLevel.allCases {
             let prefix = level.moduleName + "."
@@ -114,7 +121,7 @@ public enum DiCoRecognizer {
         for level in DiCoLevel.allCases where depths[level.rawValue] > 0 {
             if let s = shapes["\(level.moduleName).0.conv4.weight"], s.count == 4 {
                 let d = xe[0] * level.widthMultiple
-                guard s[0] % d == 0, s[0] > 0 else {
+                guard s[0] % d == 0, s[0] > 0, s[0] / d <= 64 else {
                     throw DicoError.invalid(file, "tensor '\(level.moduleName).0.conv4.weight' has \(s[0]) output channels, not a multiple of the block width \(d)")
                 }
                 ratio = s[0] / d

@@ -33,6 +33,14 @@ public final class Executor: @unchecked Sendable {
     ///   `.invalidInput` if it holds an op this executor cannot run with its attributes.
     public init(graph: Graph, threads: Int = Executor.defaultThreads) throws {
         try graph.verify()
+        for o in graph.outputs where graph[o].type.dtype != .f32 {
+            throw DicoError(.invalidInput, "graph output '\(graph[o].name)' is \(graph[o].type.dtype.rawValue); the executor produces float32 outputs only")
+        }
+        for node in graph.nodes {
+            for (k, i) in node.inputs.enumerated() where graph[i].type.dtype != .f32 && !(node.op == .embedding && k == 1 && graph.inputs.contains(i)) {
+                throw DicoError(.invalidInput, "node '\(node.name)' (\(node.op.name)): input \(k) is \(graph[i].type.dtype.rawValue); only embedding indices taken from a graph input may be integers")
+            }
+        }
         useSingleThreadedBLAS()
         self.graph = graph
         self.threads = max(1, threads)
@@ -102,7 +110,8 @@ public final class Executor: @unchecked Sendable {
                 profile[key] = (prev.seconds + monotonicSeconds() - start, prev.count + 1)
             }
             f32[node.output.index] = UnsafePointer(out)
-            for i in node.inputs where lastUse[i.index] == n && graph.constant(i) == nil {
+            // Set: a node may read one value twice, and its buffer must return to the pool once.
+            for i in Set(node.inputs) where lastUse[i.index] == n && graph.constant(i) == nil {
                 if let p = f32[i.index], case .node = graph[i].source {
                     pool.give(UnsafeMutablePointer(mutating: p), shapes[i.index].reduce(1, *))
                 }
@@ -147,23 +156,16 @@ public final class Executor: @unchecked Sendable {
                     continue
                 }
                 let sym = d.symbol!
-                guard actual > 0, (actual * d.den) % d.num == 0 else {
+                let (scaled, overflow) = actual.multipliedReportingOverflow(by: d.den)
+                guard actual > 0, !overflow, scaled % d.num == 0 else {
                     throw DicoError(.invalidInput, "input '\(v.name)' has shape \(t.shape): dimension \(k) cannot be \(d)")
                 }
-                let value = actual * d.den / d.num
+                let value = scaled / d.num
                 if let prev = bindings[sym], prev != value {
                     throw DicoError(.invalidInput, "input '\(v.name)' has \(sym.rawValue) = \(value) (dimension \(k) of \(t.shape)) but input '\(boundBy[sym]!)' has \(prev)")
                 }
                 bindings[sym] = value
                 boundBy[sym] = v.name
-            }
-        }
-        // Class indices must select a row of every table they index.
-        for node in graph.nodes {
-            guard case .embedding = node.op, let table = graph.constant(node.inputs[0]), graph.inputs.contains(node.inputs[1]) else { continue }
-            let name = graph[node.inputs[1]].name
-            if case let .i64(idx)? = inputs[name]?.storage, let bad = idx.first(where: { $0 < 0 || $0 >= Int64(table.shape[0]) }) {
-                throw DicoError(.invalidInput, "input '\(name)': class index \(bad) is outside 0..<\(table.shape[0]) (the table of '\(node.name)')")
             }
         }
         return bindings
@@ -238,6 +240,11 @@ public final class Executor: @unchecked Sendable {
         case .embedding:
             guard let idx = i64[node.inputs[1].index] else {
                 throw DicoError(.invalidInput, "node '\(node.name)': indices must be a graph input")
+            }
+            // Class indices must select a row of the table (whatever computed the table).
+            let rows = shape(0)[0]
+            for r in 0..<outShape[0] where idx[r] < 0 || idx[r] >= Int64(rows) {
+                throw DicoError(.invalidInput, "input '\(graph[node.inputs[1]].name)': class index \(idx[r]) is outside 0..<\(rows) (the table of '\(node.name)')")
             }
             embeddingKernel(table: x(0), idx: idx, y: out, rows: outShape[0], width: outShape[1])
         case let .timestepEmbedding(dim, maxPeriod):

@@ -29,6 +29,7 @@ struct Run: ParsableCommand {
     @OptionGroup var threadOptions: ThreadOptions
 
     func run() throws {
+        installInterruptHandlers()
         // Fail before the forward pass, not after it; the atomic writer checks again at the end.
         if !force, access(output, F_OK) == 0 { throw DicoError(.usage, "\(output): already exists; pass --force to overwrite") }
         let loaded = try LoadedModel.open(model)

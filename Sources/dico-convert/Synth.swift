@@ -20,6 +20,7 @@ struct Synth: ParsableCommand {
     var force = false
 
     func run() throws {
+        installInterruptHandlers()
         guard let p = DiCoPreset(name: preset) else {
             throw DicoError(.usage, "unknown preset '\(preset)'; expected one of S, B, L, XL, H")
         }

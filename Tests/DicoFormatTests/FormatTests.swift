@@ -310,6 +310,37 @@ final class FormatTests: XCTestCase {
 
     // MARK: - Not a .dico at all
 
+    // MARK: - Hostile graphs: errors, never traps
+
+    /// Edits the first node of the graph whose op is `op`.
+    func editNode(_ b: inout [UInt8], op: String, _ edit: @escaping (JSONValue) -> JSONValue) throws {
+        try F.editHeader(&b) { root in
+            let graph = try XCTUnwrap(F.member(root, "graph"))
+            var nodes = try XCTUnwrap(F.member(graph, "nodes")?.arrayValue)
+            let i = try XCTUnwrap(nodes.firstIndex { F.member($0, "op")?.stringValue == op })
+            nodes[i] = edit(nodes[i])
+            return F.replacing(root, "graph", with: F.replacing(graph, "nodes", with: .array(nodes)))
+        }
+    }
+
+    func testHugeAttributeIsRejectedNotATrap() throws {
+        var b = Self.good
+        try editNode(&b, op: "conv2d") { n in
+            F.replacing(n, "attrs", with: F.replacing(F.member(n, "attrs")!, "padding", with: .integer(4_611_686_018_427_387_904)))
+        }
+        assertRejected(b, "huge-padding.dico", ["attribute 'padding'", "not an integer in 0..."])
+    }
+
+    func testDuplicateAttributeIsRejected() throws {
+        var b = Self.good
+        try editNode(&b, op: "slice") { n in
+            var attrs = F.member(n, "attrs")!.objectMembers!
+            attrs.append(attrs[0])
+            return F.replacing(n, "attrs", with: .object(attrs))
+        }
+        assertRejected(b, "dup-attr.dico", ["an attribute appears twice"])
+    }
+
     func testEmptyFile() {
         assertRejected([], "empty.dico", ["0 bytes", "shorter than the 64-byte .dico prefix"])
     }

@@ -105,6 +105,37 @@ final class KernelTests: XCTestCase {
         }
     }
 
+    /// A node that reads one value twice must not hand its buffer back to the pool twice:
+    /// two later nodes would then share one buffer and overwrite each other.
+    func testNodeReadingAValueTwice() throws {
+        var g = Graph()
+        let x = g.addInput("x", TensorType(.f32, constant: [4]))
+        let a = try g.add(.silu, [x], name: "a")
+        let sq = try g.add(.mul, [a, a], name: "square")
+        let p = try g.add(.gelu, [sq], name: "p")
+        let q = try g.add(.sigmoid, [sq], name: "q")
+        g.outputs = [p, q, try g.add(.add, [p, q], name: "sum")]
+        let xs: [Float] = [-1, 0.5, 2, 3]
+        let out = try Executor(graph: g, threads: 1).run(["x": HostTensor(shape: [4], floats: xs)])
+        let sq0 = xs.map { Double(Activation.silu.applyReference($0)) }.map { $0 * $0 }
+        for i in 0..<4 {
+            XCTAssertEqual(Double(out[2].floats![i]), Double(out[0].floats![i]) + Double(out[1].floats![i]), accuracy: 1e-6)
+            XCTAssertEqual(Double(out[0].floats![i]), 0.5 * sq0[i] * (1 + erf(sq0[i] / 2.0.squareRoot())), accuracy: 1e-5)
+            XCTAssertEqual(Double(out[1].floats![i]), 1 / (1 + exp(-sq0[i])), accuracy: 1e-6)
+        }
+    }
+
+    /// Integer values may only be embedding indices from a graph input: anything else is a
+    /// clear error at load, not a crash at run time.
+    func testIntegerValuesOutsideEmbeddingIndicesAreRefused() throws {
+        var g = Graph()
+        let y = g.addInput("y", TensorType(.i64, constant: [2]))
+        g.outputs = [y]
+        XCTAssertThrowsError(try Executor(graph: g)) { e in
+            XCTAssertTrue("\(e)".contains("float32 outputs only"), "\(e)")
+        }
+    }
+
     func testLinearMatchesReference() throws {
         let x = random(3 * 10), w = random(4 * 10), b = random(4)
         for withBias in [true, false] {
@@ -219,5 +250,17 @@ final class KernelTests: XCTestCase {
         let want: [Double] = args.map { cos($0) } + args.map { sin($0) }
         // The float32 frequencies differ from Double ones by an ulp: 1e-6 at this small t.
         assertClose(Array(out[1].floats![8..<16]), want, 1e-6, "timestep features")
+    }
+}
+
+extension Activation {
+    /// The Double definitions, rounded to float.
+    func applyReference(_ v: Float) -> Float {
+        let d = Double(v)
+        switch self {
+        case .gelu: return Float(0.5 * d * (1 + erf(d / 2.0.squareRoot())))
+        case .silu: return Float(d / (1 + exp(-d)))
+        case .sigmoid: return Float(1 / (1 + exp(-d)))
+        }
     }
 }
