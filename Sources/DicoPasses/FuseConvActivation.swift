@@ -15,33 +15,17 @@ public struct FuseConvActivation: GraphPass {
     public init() {}
 
     public func run(_ graph: inout Graph) throws -> Bool {
-        let uses = graph.useCounts(), producers = graph.producers()
-        var fusedConvs = Set<Int>()
-        var fused: [Int: (op: Op, conv: Node)] = [:]
-        for (i, node) in graph.nodes.enumerated() {
+        try graph.fusePairs { consumer, producer in
             let act: Activation
-            switch node.op {
+            switch consumer.op {
             case .gelu: act = .gelu
             case .silu: act = .silu
             case .sigmoid: act = .sigmoid
-            default: continue
+            default: return nil
             }
-            guard let p = producers[node.inputs[0].index], uses[node.inputs[0].index] == 1,
-                  case let .conv2d(stride, padding, groups) = graph.nodes[p].op else { continue }
-            fusedConvs.insert(p)
-            fused[i] = (.conv2dActivation(stride: stride, padding: padding, groups: groups, activation: act), graph.nodes[p])
+            guard case let .conv2d(stride, padding, groups) = producer.op else { return nil }
+            return Fusion(op: .conv2dActivation(stride: stride, padding: padding, groups: groups, activation: act),
+                          inputs: producer.inputs, name: producer.name)
         }
-        guard !fused.isEmpty else { return false }
-        var rw = GraphRewriter(graph)
-        for (i, node) in graph.nodes.enumerated() {
-            if fusedConvs.contains(i) { continue }
-            if let f = fused[i] {
-                try rw.emit(f.op, f.conv.inputs, name: f.conv.name, replacing: node.output)
-            } else {
-                try rw.copy(node)
-            }
-        }
-        graph = rw.finish()
-        return true
     }
 }

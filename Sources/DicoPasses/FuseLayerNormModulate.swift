@@ -15,26 +15,9 @@ public struct FuseLayerNormModulate: GraphPass {
     public init() {}
 
     public func run(_ graph: inout Graph) throws -> Bool {
-        let uses = graph.useCounts(), producers = graph.producers()
-        var fusedNorms = Set<Int>()
-        var modulates: [Int: (eps: Float, x: ValueID)] = [:]
-        for (i, node) in graph.nodes.enumerated() {
-            guard node.op == .modulate, let p = producers[node.inputs[0].index], uses[node.inputs[0].index] == 1,
-                  case let .channelLayerNorm(eps) = graph.nodes[p].op else { continue }
-            fusedNorms.insert(p)
-            modulates[i] = (eps, graph.nodes[p].inputs[0])
+        try graph.fusePairs { consumer, producer in
+            guard consumer.op == .modulate, case let .channelLayerNorm(eps) = producer.op else { return nil }
+            return Fusion(op: .layerNormModulate(eps: eps), inputs: [producer.inputs[0], consumer.inputs[1], consumer.inputs[2]], name: consumer.name)
         }
-        guard !modulates.isEmpty else { return false }
-        var rw = GraphRewriter(graph)
-        for (i, node) in graph.nodes.enumerated() {
-            if fusedNorms.contains(i) { continue }
-            if let m = modulates[i] {
-                try rw.emit(.layerNormModulate(eps: m.eps), [m.x, node.inputs[1], node.inputs[2]], name: node.name, replacing: node.output)
-            } else {
-                try rw.copy(node)
-            }
-        }
-        graph = rw.finish()
-        return true
     }
 }

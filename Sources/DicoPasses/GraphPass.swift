@@ -73,3 +73,39 @@ extension Graph {
         return p
     }
 }
+
+/// What a two-node fusion produces: the fused op, its inputs (old values) and its name.
+struct Fusion {
+    let op: Op
+    let inputs: [ValueID]
+    let name: String
+}
+
+extension Graph {
+    /// Fuses producer-consumer pairs: for each node whose input 0 is produced by another node
+    /// and read by nothing else, `match(consumer, producer)` may return a fusion; the pair is
+    /// then replaced by one node standing for the consumer's output. Returns whether any
+    /// pair was fused.
+    mutating func fusePairs(_ match: (Node, Node) -> Fusion?) throws -> Bool {
+        let uses = useCounts(), producers = producers()
+        var absorbed = Set<Int>()
+        var fused: [Int: Fusion] = [:]
+        for (i, node) in nodes.enumerated() {
+            guard let first = node.inputs.first, let p = producers[first.index], uses[first.index] == 1,
+                  let f = match(node, nodes[p]) else { continue }
+            absorbed.insert(p)
+            fused[i] = f
+        }
+        guard !fused.isEmpty else { return false }
+        var rw = GraphRewriter(self)
+        for (i, node) in nodes.enumerated() where !absorbed.contains(i) {
+            if let f = fused[i] {
+                try rw.emit(f.op, f.inputs, name: f.name, replacing: node.output)
+            } else {
+                try rw.copy(node)
+            }
+        }
+        self = rw.finish()
+        return true
+    }
+}
