@@ -323,6 +323,15 @@ final class FormatTests: XCTestCase {
         }
     }
 
+    /// The bytes between tensors must be zero (no CRC covers them).
+    func testNonZeroGapByte() {
+        let t = table
+        let k = t.indices.first { t[$0].length % 64 != 0 && $0 + 1 < t.count }!
+        var b = Self.good
+        b[dataOffset + t[k].offset + t[k].length] = 1
+        assertRejected(b, "gap.dico", ["non-zero bytes between tensor '\(t[k].name)'"])
+    }
+
     func testHugeAttributeIsRejectedNotATrap() throws {
         var b = Self.good
         try editNode(&b, op: "conv2d") { n in

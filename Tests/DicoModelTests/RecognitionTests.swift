@@ -112,6 +112,17 @@ final class RecognitionTests: XCTestCase {
         XCTAssertTrue(DiCoRecognizer.allFinite(one16))
     }
 
+    /// Zero-byte tensors may declare huge dimensions; the configuration they imply must be
+    /// refused before any size arithmetic on it can overflow.
+    func testAbsurdShapesAreRefusedNotATrap() {
+        var dict = zeroStateDict(small)
+        let i = dict.firstIndex { $0.name == "x_embedder.proj.weight" }!
+        dict[i] = (name: dict[i].name, data: TensorData(dtype: .f32, shape: [1 << 62, 0, 3, 3], storage: .owned(OwnedBytes(count: 0)), byteCount: 0))
+        XCTAssertThrowsError(try DiCoRecognizer.recognize(dict, file: "absurd.safetensors")) { e in
+            XCTAssertTrue("\(e)".contains("hidden size 4611686018427387904 is outside"), "\(e)")
+        }
+    }
+
     func testNonDiCoFileIsRefusedWithTheAnchorsNamed() {
         XCTAssertThrowsError(try DiCoRecognizer.recognize([(name: "fc.weight", data: TensorData(shape: [1], floats: [1]))], file: "other.safetensors")) { e in
             let m = (e as! DicoError).message
