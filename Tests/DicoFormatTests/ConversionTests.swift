@@ -197,6 +197,23 @@ final class ConversionTests: XCTestCase {
         XCTAssertGreaterThan(errors[.fp16]!, 10 * errors[.fp32]!)
     }
 
+    /// Issue 4's bound: int8 applied to the optimized graph is not worse than int8 on the
+    /// imported graph by more than 10% (relative L2 vs PyTorch float64). The passes so far
+    /// leave the weights alone and are exact, so the two are expected to be equal.
+    func testInt8OnTheOptimizedGraphIsNoWorse() throws {
+        let ref = try S.reference(S.refA)
+        var errors: [Bool: Double] = [:]
+        for optimize in [false, true] {
+            let out = "\(dir!)/int8-\(optimize).dico"
+            _ = try Converter.convert(input: S.tiny, output: out, options: ConversionOptions(
+                precision: .int8, threads: 2, overwrite: false, toolVersion: "0.2.0-test", passes: optimize ? PassManager.defaultPipeline : []))
+            let file = try DicoFile(path: out)
+            XCTAssertEqual(file.graph.opCounts["layer_norm_modulate"] != nil, optimize)
+            errors[optimize] = S.relativeL2(try S.run(file.graph, ref.inputs).floats!, ref.out64)
+        }
+        XCTAssertLessThanOrEqual(errors[true]!, errors[false]! * 1.1, "optimized \(errors[true]!) vs imported \(errors[false]!)")
+    }
+
     /// The other reference (batch 2, non-square 8x12, int64 t) runs on every precision within
     /// the same bounds: the .dico graph keeps N, H and W symbolic.
     func testReducedPrecisionsRunOtherBatchAndSize() throws {
