@@ -118,8 +118,10 @@ public enum Converter {
                              jobs: jobs, threads: options.threads, progress: { progress?($0, total) },
                              finalProvenance: {
                                  let bad = nonFinite.sorted
+                                 // The same message recognition gives when it scans values itself.
                                  guard bad.isEmpty else {
-                                     throw DicoError.invalid(input, "not a valid state dict: \(bad.count) tensor\(bad.count == 1 ? "" : "s") hold NaN or Inf values:\n  " + bad.map { "'\(weights.strippedPrefix)\($0)'" }.joined(separator: "\n  "))
+                                     throw DiCoRecognizer.invalidStateDict(file: input, config: model.config,
+                                                                           problems: bad.map { DiCoRecognizer.nonFiniteProblem(weights.strippedPrefix + $0) })
                                  }
                                  let (size, digest) = try hasher.finish()
                                  guard size == sourceSize else { throw DicoError.io(input, "the file changed while it was converted") }

@@ -52,12 +52,18 @@ public enum DiCoRecognizer {
         if checkValues && problems.isEmpty {
             problems += nonFiniteTensors(expected.map { (prefix + $0.name, byName[$0.name]!) })
         }
-        guard problems.isEmpty else {
-            let what = config.preset.map { $0.displayName } ?? "custom DiCo"
-            throw DicoError.invalid(file, "not a valid \(what) state dict (\(describe(config))): \(problems.count) problem\(problems.count == 1 ? "" : "s"):\n  " + problems.joined(separator: "\n  "))
-        }
+        guard problems.isEmpty else { throw invalidStateDict(file: file, config: config, problems: problems) }
         return DiCoWeights(config: config, tensors: byName.filter { expectedNames.contains($0.key) }, strippedPrefix: prefix, notes: notes)
     }
+
+    /// The one error for a state dict with `problems` (one line each, all listed).
+    public static func invalidStateDict(file: String, config: DiCoConfig, problems: [String]) -> DicoError {
+        let what = config.preset.map { $0.displayName } ?? "custom DiCo"
+        return DicoError.invalid(file, "not a valid \(what) state dict (\(describe(config))): \(problems.count) problem\(problems.count == 1 ? "" : "s"):\n  " + problems.joined(separator: "\n  "))
+    }
+
+    /// The problem line for a tensor holding NaN or Inf.
+    public static func nonFiniteProblem(_ name: String) -> String { "tensor '\(name)' holds NaN or Inf values" }
 
     /// A one-line summary such as `C=128, depths [5, 4, 4, 4, 4], mlp ratio 2, 1000 classes + null`.
     public static func describe(_ c: DiCoConfig) -> String {
@@ -146,7 +152,7 @@ public enum DiCoRecognizer {
                 f[i] = !allFinite(tensors[i].1)
             }
         }
-        return tensors.indices.filter { bad[$0] }.map { "tensor '\(tensors[$0].0)' holds NaN or Inf values" }
+        return tensors.indices.filter { bad[$0] }.map { nonFiniteProblem(tensors[$0].0) }
     }
 
     /// Whether every value is finite, testing the exponent bits (all ones means NaN or Inf).
