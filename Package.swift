@@ -23,6 +23,8 @@ let package = Package(
         .target(name: "DicoIR", dependencies: ["DicoCore"]),
         .target(name: "DicoModel", dependencies: ["DicoCore", "DicoIR", "DicoSafetensors"]),
         .target(name: "DicoQuant", dependencies: ["DicoCore"]),
+        // ONNX import: the only user of the protobuf-c code.
+        .target(name: "DicoONNX", dependencies: ["DicoCore", "DicoIR"]),
         .target(name: "DicoPasses", dependencies: ["DicoCore", "DicoIR"]),
         .target(name: "DicoFormat", dependencies: ["DicoCore", "DicoIR", "CZlib"]),
         .target(name: "DicoConversion", dependencies: [
