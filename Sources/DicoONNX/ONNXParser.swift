@@ -25,8 +25,10 @@ extension ONNXModel {
     /// Reads the ONNX model at `path` and checks its structure (tensors, external data, names,
     /// attributes, opset imports) but not which ops it uses; see `validate()`.
     ///
-    /// Initializers in `raw_data` or typed fields become owned tensors; external data becomes
-    /// zero-copy views (`TensorStorage.mapped`) into one mapping per external file.
+    /// Initializers in `raw_data` become zero-copy views (`TensorStorage.mapped`) into the
+    /// mapped model file, external data views into one mapping per external file; typed
+    /// fields (float_data, ...) and Constant node tensors are owned copies. Views may be
+    /// unaligned for their dtype (protobuf places payloads anywhere).
     /// - Throws: as `load(path:)`, except for the op and opset checks of `validate()`.
     public static func parse(path: String) throws -> ONNXModel {
         let file = try MappedFile(path: path)
@@ -36,11 +38,20 @@ extension ONNXModel {
         guard file.size <= maxProtobufBytes else {
             throw DicoError.invalid(path, "file is \(file.size) bytes, over protobuf's 2 GiB limit for one message; models this large must keep their weights as external data")
         }
-        guard let proto = onnx__model_proto__unpack(nil, file.size, base.assumingMemoryBound(to: UInt8.self)) else {
+        // Unpack a copy without the initializers' raw_data payloads when the layout allows
+        // (RawDataStripper.swift), so embedded weights stay in the mapping, read only on use.
+        let stripped = RawDataStripper.strip(file.bytes(offset: 0, count: file.size))
+        let unpacked: UnsafeMutablePointer<Onnx__ModelProto>?
+        if let stripped {
+            unpacked = stripped.bytes.withUnsafeBufferPointer { onnx__model_proto__unpack(nil, $0.count, $0.baseAddress) }
+        } else {
+            unpacked = onnx__model_proto__unpack(nil, file.size, base.assumingMemoryBound(to: UInt8.self))
+        }
+        guard let proto = unpacked else {
             throw DicoError.invalid(path, "not an ONNX model: protobuf parse failed (\(file.size) bytes; truncated or not a ModelProto)")
         }
         defer { onnx__model_proto__free_unpacked(proto, nil) }
-        let converter = try ModelConverter(path: path)
+        let converter = try ModelConverter(path: path, file: file, embedded: stripped?.rawData ?? [:])
         return try converter.model(proto)
     }
 }
@@ -49,9 +60,15 @@ extension ONNXModel {
 private struct ModelConverter {
     let path: String
     let tensors: ONNXTensorDecoder
+    /// The mapped model file, which embedded initializers are views into.
+    let file: MappedFile
+    /// Initializer index -> its raw_data payload in `file` (from RawDataStripper).
+    let embedded: [Int: (offset: Int, count: Int)]
 
-    init(path: String) throws {
+    init(path: String, file: MappedFile, embedded: [Int: (offset: Int, count: Int)]) throws {
         self.path = path
+        self.file = file
+        self.embedded = embedded
         tensors = ONNXTensorDecoder(path: path, external: try ExternalDataFiles(modelPath: path))
     }
 
@@ -111,7 +128,8 @@ private struct ModelConverter {
             guard producer.updateValue("initializer", forKey: name) == nil else {
                 throw invalid("duplicate initializer name '\(name)'")
             }
-            initializers.append(ONNXInitializer(name: name, tensor: try tensors.decode(t, what: "initializer '\(name)'")))
+            let span = embedded[i].map { (file: file, offset: $0.offset, count: $0.count) }
+            initializers.append(ONNXInitializer(name: name, tensor: try tensors.decode(t, what: "initializer '\(name)'", embedded: span)))
         }
         // Inputs: an input that is also an initializer (files from before IR 4 list them so)
         // is a default value, not something a caller feeds.

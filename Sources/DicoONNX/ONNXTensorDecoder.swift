@@ -73,9 +73,12 @@ struct ONNXTensorDecoder {
     }
 
     /// Converts `proto`, described in messages as `what` (e.g. "initializer 'conv.weight'").
+    /// `embedded` is where RawDataStripper found this tensor's raw_data payload in the mapped
+    /// model file (the unpacked tree then holds an empty raw_data); the tensor becomes a view.
     /// - Throws: `DicoError` `.invalidInput` for every malformed tensor; `.io` when an external
     ///   data file is missing or cannot be mapped.
-    func decode(_ proto: UnsafePointer<Onnx__TensorProto>, what: String) throws -> TensorData {
+    func decode(_ proto: UnsafePointer<Onnx__TensorProto>, what: String,
+                embedded: (file: MappedFile, offset: Int, count: Int)? = nil) throws -> TensorData {
         let t = proto.pointee
         guard t.segment == nil else {
             throw invalid(what, "is segmented (TensorProto.segment), which is not supported")
@@ -133,15 +136,22 @@ struct ONNXTensorDecoder {
         }
         switch place {
         case "raw_data":
-            // raw_data is little-endian, as is every platform this builds for.
+            // raw_data is little-endian, as is every platform this builds for. The view may be
+            // unaligned (protobuf places payloads anywhere): readers use loadUnaligned or copy,
+            // as the executor does for any misaligned constant.
+            if let embedded, t.raw_data.len == 0 {
+                guard embedded.count == byteCount else {
+                    throw invalid(what, "raw_data is \(embedded.count) bytes but shape \(shapeText) x \(typeText) needs \(byteCount)")
+                }
+                return TensorData(dtype: dtype, shape: shape, storage: .mapped(embedded.file, offset: embedded.offset), byteCount: byteCount)
+            }
             let len = t.raw_data.len
             guard len == byteCount else {
                 throw invalid(what, "raw_data is \(len) bytes but shape \(shapeText) x \(typeText) needs \(byteCount)")
             }
             guard len == 0 || t.raw_data.data != nil else { throw invalid(what, "raw_data pointer is missing") }
-            // protobuf-c already copied the bytes out of the file; this second copy outlives the
-            // parser's tree, which is freed right after conversion. Only embedded data (< 2 GB
-            // by protobuf's limit) takes this path; large models use external data, mapped.
+            // Tensors the stripper did not see (Constant node attributes, files it leaves to this
+            // path): protobuf-c's copy is freed with the tree, so this one outlives it.
             let owned = OwnedBytes(copying: UnsafeRawBufferPointer(start: t.raw_data.data, count: len))
             return TensorData(dtype: dtype, shape: shape, storage: .owned(owned), byteCount: byteCount)
         case "float_data":

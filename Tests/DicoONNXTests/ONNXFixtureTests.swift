@@ -122,8 +122,11 @@ final class ONNXFixtureTests: XCTestCase {
         XCTAssertEqual(m.graph.nodes[0].attributes["pads"]?.ints, [1, 1, 1, 1])
         XCTAssertEqual(m.graph.nodes[2].attributes["strides"]?.ints, [2, 2])
         XCTAssertEqual(m.graph.outputs.first?.shape, [.param("N"), .value(5)])
-        // Embedded raw_data is an owned copy (the protobuf tree is freed after parsing).
-        guard case .owned = m.graph.initializers[0].tensor.storage else { return XCTFail("expected owned storage") }
+        // Embedded raw_data is a view into the mapped model file (RawDataStripper).
+        for i in m.graph.initializers {
+            guard case let .mapped(file, _) = i.tensor.storage else { return XCTFail("\(i.name): expected a mapped view") }
+            XCTAssertTrue(file.path.hasSuffix("/convnet.onnx"))
+        }
     }
 
     func testEveryFixtureOpIsSupported() throws {

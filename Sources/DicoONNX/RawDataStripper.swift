@@ -1,0 +1,160 @@
+// Zero-copy initializers for models that embed their weights (up to protobuf's 2 GiB).
+//
+// protobuf-c copies every `bytes` field out of the input into its own heap allocation, so
+// unpacking a 1.9 GB model would hold the weights twice. Instead, before unpacking, this walks
+// the protobuf wire format along the one path that holds the weights,
+//     ModelProto.graph (7) -> GraphProto.initializer (5) -> TensorProto.raw_data (9),
+// records where each initializer's raw_data payload sits in the mapped file, and builds a
+// compact copy of the message in which those payloads are empty (the field stays, with length
+// 0, so `has_raw_data` is unchanged). protobuf-c unpacks the compact copy (metadata only) and
+// the initializers become views into the mapped file at the recorded offsets.
+//
+// Anything the walk does not expect (a second graph field, a group, a length past the end)
+// returns nil and the caller unpacks the original bytes instead, which then either fails to
+// parse or holds a structure whose initializers are copied: the walk is an optimization, never
+// a second parser with its own verdicts.
+
+/// The compact ModelProto and where the initializer payloads are in the original bytes.
+struct StrippedModel {
+    /// The ModelProto with every initializer's raw_data payload removed.
+    var bytes: [UInt8]
+    /// Initializer index (order in GraphProto.initializer) -> payload offset and length in
+    /// the original bytes (the last raw_data field of that TensorProto, as protobuf decides).
+    var rawData: [Int: (offset: Int, count: Int)]
+}
+
+enum RawDataStripper {
+    /// Strips `buffer` (a serialized ModelProto), or returns nil when its layout is not the
+    /// simple one the walk handles.
+    static func strip(_ buffer: UnsafeRawBufferPointer) -> StrippedModel? {
+        var out: [UInt8] = []
+        var spans: [Int: (offset: Int, count: Int)] = [:]
+        var r = WireReader(buffer: buffer, position: 0, end: buffer.count)
+        var sawGraph = false
+        while r.position < r.end {
+            let start = r.position
+            guard let (field, wire) = r.tag() else { return nil }
+            let afterTag = r.position
+            if field == 7 && wire == 2 {
+                // protobuf merges repeated occurrences of a message field; indices would no
+                // longer line up with the walk, so leave such files to the copying path.
+                guard !sawGraph, let length = r.length() else { return nil }
+                sawGraph = true
+                guard let graph = stripGraph(buffer, from: r.position, to: r.position + length, spans: &spans) else { return nil }
+                out.append(contentsOf: r.bytes(start, afterTag))
+                WireReader.appendVarint(UInt64(graph.count), to: &out)
+                out.append(contentsOf: graph)
+                r.position += length
+            } else {
+                guard r.skip(wire) else { return nil }
+                out.append(contentsOf: r.bytes(start, r.position))
+            }
+        }
+        return StrippedModel(bytes: out, rawData: spans)
+    }
+
+    /// The GraphProto in `[from, to)` with its initializers' payloads stripped (tag and
+    /// length of each rewritten field re-encoded, everything else copied).
+    private static func stripGraph(_ buffer: UnsafeRawBufferPointer, from: Int, to: Int,
+                                   spans: inout [Int: (offset: Int, count: Int)]) -> [UInt8]? {
+        var out: [UInt8] = []
+        var r = WireReader(buffer: buffer, position: from, end: to)
+        var index = 0
+        while r.position < r.end {
+            let start = r.position
+            guard let (field, wire) = r.tag() else { return nil }
+            let afterTag = r.position
+            if field == 5 && wire == 2 {
+                guard let length = r.length() else { return nil }
+                guard let tensor = stripTensor(buffer, from: r.position, to: r.position + length, index: index, spans: &spans) else { return nil }
+                out.append(contentsOf: r.bytes(start, afterTag))
+                WireReader.appendVarint(UInt64(tensor.count), to: &out)
+                out.append(contentsOf: tensor)
+                r.position += length
+                index += 1
+            } else {
+                guard r.skip(wire) else { return nil }
+                out.append(contentsOf: r.bytes(start, r.position))
+            }
+        }
+        return out
+    }
+
+    /// The TensorProto in `[from, to)` with raw_data (field 9) emptied; records the payload.
+    private static func stripTensor(_ buffer: UnsafeRawBufferPointer, from: Int, to: Int, index: Int,
+                                    spans: inout [Int: (offset: Int, count: Int)]) -> [UInt8]? {
+        var out: [UInt8] = []
+        var r = WireReader(buffer: buffer, position: from, end: to)
+        while r.position < r.end {
+            let start = r.position
+            guard let (field, wire) = r.tag() else { return nil }
+            let afterTag = r.position
+            if field == 9 && wire == 2 {
+                guard let length = r.length() else { return nil }
+                out.append(contentsOf: r.bytes(start, afterTag))
+                out.append(0)  // an empty raw_data field: the payload is read from the file
+                spans[index] = (r.position, length)
+                r.position += length
+            } else {
+                guard r.skip(wire) else { return nil }
+                out.append(contentsOf: r.bytes(start, r.position))
+            }
+        }
+        return out
+    }
+}
+
+/// A bounds-checked reader of protobuf wire format over `[position, end)` of `buffer`.
+struct WireReader {
+    let buffer: UnsafeRawBufferPointer
+    var position: Int
+    let end: Int
+
+    /// A base-128 varint of at most 10 bytes; nil when it runs past `end` or is too long.
+    mutating func varint() -> UInt64? {
+        var result: UInt64 = 0
+        var shift: UInt64 = 0
+        while position < end && shift < 64 {
+            let b = buffer[position]
+            position += 1
+            result |= UInt64(b & 0x7F) << shift
+            if b < 0x80 { return result }
+            shift += 7
+        }
+        return nil
+    }
+
+    /// A field tag: (field number, wire type).
+    mutating func tag() -> (UInt64, UInt64)? {
+        guard let t = varint(), t >> 3 != 0 else { return nil }
+        return (t >> 3, t & 7)
+    }
+
+    /// A length prefix that fits in the remaining bytes.
+    mutating func length() -> Int? {
+        guard let n = varint(), n <= UInt64(end - position) else { return nil }
+        return Int(n)
+    }
+
+    /// Skips one field value of wire type `wire`; false for groups or a value past `end`.
+    mutating func skip(_ wire: UInt64) -> Bool {
+        switch wire {
+        case 0: return varint() != nil
+        case 1: guard end - position >= 8 else { return false }; position += 8; return true
+        case 2: guard let n = length() else { return false }; position += n; return true
+        case 5: guard end - position >= 4 else { return false }; position += 4; return true
+        default: return false  // 3, 4: groups (deprecated, not used by ONNX); 6, 7: invalid
+        }
+    }
+
+    /// The bytes `[from, to)` of the buffer.
+    func bytes(_ from: Int, _ to: Int) -> UnsafeRawBufferPointer {
+        UnsafeRawBufferPointer(rebasing: buffer[from..<to])
+    }
+
+    static func appendVarint(_ value: UInt64, to out: inout [UInt8]) {
+        var v = value
+        while v >= 0x80 { out.append(UInt8(v & 0x7F) | 0x80); v >>= 7 }
+        out.append(UInt8(v))
+    }
+}
