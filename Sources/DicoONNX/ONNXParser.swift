@@ -40,7 +40,16 @@ extension ONNXModel {
         }
         // Unpack a copy without the initializers' raw_data payloads when the layout allows
         // (RawDataStripper.swift), so embedded weights stay in the mapping, read only on use.
-        let stripped = RawDataStripper.strip(file.bytes(offset: 0, count: file.size))
+        // The kernel maps whole page-cache folios (up to MBs) on a fault, so even reading
+        // only the tensors' headers would make most of the file resident; release the pages
+        // behind the walk as it goes (they stay in the page cache for later reads).
+        var released = 0
+        let stripped = RawDataStripper.strip(file.bytes(offset: 0, count: file.size)) { position in
+            guard position - released >= 32 << 20 else { return }
+            file.release(offset: released, count: position - released)
+            released = position
+        }
+        file.release(offset: released, count: file.size - released)
         let unpacked: UnsafeMutablePointer<Onnx__ModelProto>?
         if let stripped {
             unpacked = stripped.bytes.withUnsafeBufferPointer { onnx__model_proto__unpack(nil, $0.count, $0.baseAddress) }

@@ -25,8 +25,9 @@ struct StrippedModel {
 
 enum RawDataStripper {
     /// Strips `buffer` (a serialized ModelProto), or returns nil when its layout is not the
-    /// simple one the walk handles.
-    static func strip(_ buffer: UnsafeRawBufferPointer) -> StrippedModel? {
+    /// simple one the walk handles. `progress` is called after each initializer with the
+    /// offset the walk has passed, so that the caller can release the pages behind it.
+    static func strip(_ buffer: UnsafeRawBufferPointer, progress: (Int) -> Void = { _ in }) -> StrippedModel? {
         var out: [UInt8] = []
         var spans: [Int: (offset: Int, count: Int)] = [:]
         var r = WireReader(buffer: buffer, position: 0, end: buffer.count)
@@ -40,7 +41,8 @@ enum RawDataStripper {
                 // longer line up with the walk, so leave such files to the copying path.
                 guard !sawGraph, let length = r.length() else { return nil }
                 sawGraph = true
-                guard let graph = stripGraph(buffer, from: r.position, to: r.position + length, spans: &spans) else { return nil }
+                guard let graph = stripGraph(buffer, from: r.position, to: r.position + length, spans: &spans,
+                                             progress: progress) else { return nil }
                 out.append(contentsOf: r.bytes(start, afterTag))
                 WireReader.appendVarint(UInt64(graph.count), to: &out)
                 out.append(contentsOf: graph)
@@ -56,7 +58,7 @@ enum RawDataStripper {
     /// The GraphProto in `[from, to)` with its initializers' payloads stripped (tag and
     /// length of each rewritten field re-encoded, everything else copied).
     private static func stripGraph(_ buffer: UnsafeRawBufferPointer, from: Int, to: Int,
-                                   spans: inout [Int: (offset: Int, count: Int)]) -> [UInt8]? {
+                                   spans: inout [Int: (offset: Int, count: Int)], progress: (Int) -> Void) -> [UInt8]? {
         var out: [UInt8] = []
         var r = WireReader(buffer: buffer, position: from, end: to)
         var index = 0
@@ -72,6 +74,7 @@ enum RawDataStripper {
                 out.append(contentsOf: tensor)
                 r.position += length
                 index += 1
+                progress(r.position)
             } else {
                 guard r.skip(wire) else { return nil }
                 out.append(contentsOf: r.bytes(start, r.position))
