@@ -156,13 +156,13 @@ struct ONNXTensorDecoder {
             return TensorData(dtype: dtype, shape: shape, storage: .owned(owned), byteCount: byteCount)
         case "float_data":
             guard dtype == .f32 else { throw wrongField(what, place, typeText) }
-            return try typed(what, place, t.float_data, t.n_float_data, count, shape, shapeText, typeText, dtype) { $0 }
+            return try typed(what, place, t.float_data, t.n_float_data, count, shape, shapeText, typeText, dtype)
         case "double_data":
             guard dtype == .f64 else { throw wrongField(what, place, typeText) }
-            return try typed(what, place, t.double_data, t.n_double_data, count, shape, shapeText, typeText, dtype) { $0 }
+            return try typed(what, place, t.double_data, t.n_double_data, count, shape, shapeText, typeText, dtype)
         case "int64_data":
             guard dtype == .i64 else { throw wrongField(what, place, typeText) }
-            return try typed(what, place, t.int64_data, t.n_int64_data, count, shape, shapeText, typeText, dtype) { $0 }
+            return try typed(what, place, t.int64_data, t.n_int64_data, count, shape, shapeText, typeText, dtype)
         case "int32_data":
             return try int32Field(t, what: what, count: count, shape: shape, shapeText: shapeText, typeText: typeText, dtype: dtype)
         default:
@@ -189,15 +189,13 @@ struct ONNXTensorDecoder {
 
     /// Copies a typed field whose element type is the storage type.
     func typed<T>(_ what: String, _ place: String, _ p: UnsafeMutablePointer<T>?, _ n: Int, _ count: Int,
-                  _ shape: [Int], _ shapeText: String, _ typeText: String, _ dtype: DType,
-                  _ convert: (T) -> T) throws -> TensorData {
+                  _ shape: [Int], _ shapeText: String, _ typeText: String, _ dtype: DType) throws -> TensorData {
         guard n == count else {
             throw invalid(what, "\(place) has \(n) elements but shape \(shapeText) x \(typeText) needs \(count)")
         }
         guard let p else { throw invalid(what, "\(place) pointer is missing") }
         let owned = OwnedBytes(count: count * MemoryLayout<T>.size)
-        let dst = owned.pointer.bindMemory(to: T.self, capacity: count)
-        for i in 0..<count { dst[i] = convert(p[i]) }
+        if count > 0 { owned.pointer.copyMemory(from: p, byteCount: count * MemoryLayout<T>.size) }
         return TensorData(dtype: dtype, shape: shape, storage: .owned(owned), byteCount: count * dtype.byteSize)
     }
 

@@ -20,83 +20,52 @@ struct StrippedModel {
     var bytes: [UInt8]
     /// Initializer index (order in GraphProto.initializer) -> payload offset and length in
     /// the original bytes (the last raw_data field of that TensorProto, as protobuf decides).
-    var rawData: [Int: (offset: Int, count: Int)]
+    var rawData: RawDataStripper.Spans
 }
 
 enum RawDataStripper {
+    typealias Spans = [Int: (offset: Int, count: Int)]
+
     /// Strips `buffer` (a serialized ModelProto), or returns nil when its layout is not the
     /// simple one the walk handles. `progress` is called after each initializer with the
     /// offset the walk has passed, so that the caller can release the pages behind it.
     static func strip(_ buffer: UnsafeRawBufferPointer, progress: (Int) -> Void = { _ in }) -> StrippedModel? {
-        var out: [UInt8] = []
-        var spans: [Int: (offset: Int, count: Int)] = [:]
-        var r = WireReader(buffer: buffer, position: 0, end: buffer.count)
+        var spans: Spans = [:]
         var sawGraph = false
-        while r.position < r.end {
-            let start = r.position
-            guard let (field, wire) = r.tag() else { return nil }
-            let afterTag = r.position
-            if field == 7 && wire == 2 {
-                // protobuf merges repeated occurrences of a message field; indices would no
-                // longer line up with the walk, so leave such files to the copying path.
-                guard !sawGraph, let length = r.length() else { return nil }
-                sawGraph = true
-                guard let graph = stripGraph(buffer, from: r.position, to: r.position + length, spans: &spans,
-                                             progress: progress) else { return nil }
-                out.append(contentsOf: r.bytes(start, afterTag))
-                WireReader.appendVarint(UInt64(graph.count), to: &out)
-                out.append(contentsOf: graph)
-                r.position += length
-            } else {
-                guard r.skip(wire) else { return nil }
-                out.append(contentsOf: r.bytes(start, r.position))
+        let model = rewriting(buffer, from: 0, to: buffer.count, field: 7) { graphStart, graphLength in
+            // protobuf merges repeated occurrences of a message field; indices would no
+            // longer line up with the walk, so leave such files to the copying path.
+            guard !sawGraph else { return nil }
+            sawGraph = true
+            var index = 0
+            return rewriting(buffer, from: graphStart, to: graphStart + graphLength, field: 5) { tensorStart, tensorLength in
+                defer { index += 1; progress(tensorStart + tensorLength) }
+                return rewriting(buffer, from: tensorStart, to: tensorStart + tensorLength, field: 9) { dataStart, dataLength in
+                    spans[index] = (dataStart, dataLength)  // the last raw_data wins, as in protobuf
+                    return []  // an empty raw_data field: the payload is read from the file
+                }
             }
         }
-        return StrippedModel(bytes: out, rawData: spans)
+        return model.map { StrippedModel(bytes: $0, rawData: spans) }
     }
 
-    /// The GraphProto in `[from, to)` with its initializers' payloads stripped (tag and
-    /// length of each rewritten field re-encoded, everything else copied).
-    private static func stripGraph(_ buffer: UnsafeRawBufferPointer, from: Int, to: Int,
-                                   spans: inout [Int: (offset: Int, count: Int)], progress: (Int) -> Void) -> [UInt8]? {
-        var out: [UInt8] = []
-        var r = WireReader(buffer: buffer, position: from, end: to)
-        var index = 0
-        while r.position < r.end {
-            let start = r.position
-            guard let (field, wire) = r.tag() else { return nil }
-            let afterTag = r.position
-            if field == 5 && wire == 2 {
-                guard let length = r.length() else { return nil }
-                guard let tensor = stripTensor(buffer, from: r.position, to: r.position + length, index: index, spans: &spans) else { return nil }
-                out.append(contentsOf: r.bytes(start, afterTag))
-                WireReader.appendVarint(UInt64(tensor.count), to: &out)
-                out.append(contentsOf: tensor)
-                r.position += length
-                index += 1
-                progress(r.position)
-            } else {
-                guard r.skip(wire) else { return nil }
-                out.append(contentsOf: r.bytes(start, r.position))
-            }
-        }
-        return out
-    }
-
-    /// The TensorProto in `[from, to)` with raw_data (field 9) emptied; records the payload.
-    private static func stripTensor(_ buffer: UnsafeRawBufferPointer, from: Int, to: Int, index: Int,
-                                    spans: inout [Int: (offset: Int, count: Int)]) -> [UInt8]? {
+    /// The message in `[from, to)` of `buffer` with the payload of every length-delimited
+    /// field number `field` replaced by what `rewrite(payloadStart, payloadLength)` returns
+    /// (its tag copied, its length re-encoded); every other field copied as it is. Nil when
+    /// the bytes are not a well-formed message of the wire types ONNX uses, or `rewrite` fails.
+    private static func rewriting(_ buffer: UnsafeRawBufferPointer, from: Int, to: Int, field: UInt64,
+                                  _ rewrite: (Int, Int) -> [UInt8]?) -> [UInt8]? {
         var out: [UInt8] = []
         var r = WireReader(buffer: buffer, position: from, end: to)
         while r.position < r.end {
             let start = r.position
-            guard let (field, wire) = r.tag() else { return nil }
+            guard let (number, wire) = r.tag() else { return nil }
             let afterTag = r.position
-            if field == 9 && wire == 2 {
-                guard let length = r.length() else { return nil }
+            if number == field && wire == 2 {
+                guard let length = r.length(), let payload = rewrite(r.position, length) else { return nil }
                 out.append(contentsOf: r.bytes(start, afterTag))
-                out.append(0)  // an empty raw_data field: the payload is read from the file
-                spans[index] = (r.position, length)
+                WireReader.appendVarint(UInt64(payload.count), to: &out)
+                out.append(contentsOf: payload)
                 r.position += length
             } else {
                 guard r.skip(wire) else { return nil }

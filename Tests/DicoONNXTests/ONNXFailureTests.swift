@@ -39,8 +39,11 @@ final class ONNXFailureTests: XCTestCase {
     }
 
     func testRandomBytes() throws {
-        var rng = SplitMix(seed: 42)
-        let bytes = (0..<4096).map { _ in UInt8(truncatingIfNeeded: rng.next()) }
+        var state: UInt64 = 0x2545_F491_4F6C_DD1D  // xorshift64: fixed, well-spread bytes
+        let bytes = (0..<4096).map { _ -> UInt8 in
+            state ^= state << 13; state ^= state >> 7; state ^= state << 17
+            return UInt8(truncatingIfNeeded: state >> 24)
+        }
         try expectRejected("random.onnx", bytes, ["not an ONNX model"])
     }
 
@@ -108,6 +111,33 @@ final class ONNXFailureTests: XCTestCase {
             ProtoEdit.node(m, 3).pointee.output[0] = ProtoEdit.string("/Relu_output_0")
         }
         try expectRejected("dup-value.onnx", bytes, ["value '/Relu_output_0' is produced twice: by node '/Relu' and by node '/Relu_1' (Relu)"])
+    }
+
+    /// Appends a graph input named `name` (a ValueInfoProto without a type).
+    func addGraphInput(_ m: ProtoEdit.Model, _ name: String) {
+        typealias Info = UnsafeMutablePointer<Onnx__ValueInfoProto>
+        let g = ProtoEdit.graph(m)
+        let n = g.pointee.n_input
+        let array = realloc(g.pointee.input, (n + 1) * MemoryLayout<Info?>.stride)!.bindMemory(to: Info?.self, capacity: n + 1)
+        let v = malloc(MemoryLayout<Onnx__ValueInfoProto>.stride)!.bindMemory(to: Onnx__ValueInfoProto.self, capacity: 1)
+        onnx__value_info_proto__init(v)
+        v.pointee.name = ProtoEdit.string(name)
+        array[n] = v
+        g.pointee.input = array
+        g.pointee.n_input = n + 1
+    }
+
+    func testInitializerListedAsInputIsNotAnInput() throws {
+        // Files from before IR version 4 list initializers among the inputs, as defaults.
+        let bytes = try edited { self.addGraphInput($0, "proj") }
+        let m = try ONNXModel.load(path: try dir.write("init-input.onnx", bytes))
+        XCTAssertEqual(m.graph.inputs.map(\.name), ["x"])
+        XCTAssertNotNil(m.graph.initializer("proj"))
+    }
+
+    func testDuplicateGraphInput() throws {
+        let bytes = try edited { self.addGraphInput($0, "x") }
+        try expectRejected("dup-input.onnx", bytes, ["duplicate graph input 'x'"])
     }
 
     func testUndefinedInput() throws {
@@ -288,18 +318,5 @@ final class ONNXFailureTests: XCTestCase {
         assertDicoError(.invalidInput, contains: ["data_location is EXTERNAL but external_data has no location"]) { _ = try ONNXModel.load(path: p3) }
         let (p4, _) = try externalModel("dupkey.onnx", [("location", "w.data"), ("location", "w.data")])
         assertDicoError(.invalidInput, contains: ["duplicate external_data key 'location'"]) { _ = try ONNXModel.load(path: p4) }
-    }
-}
-
-/// A small deterministic generator for the random-bytes test.
-struct SplitMix {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
     }
 }
