@@ -29,6 +29,7 @@ final class ExternalDataFiles {
     /// The model's folder after resolving symlinks; every location must resolve inside it.
     let folder: String
     private var files: [String: MappedFile] = [:]
+    private var byLocation: [String: MappedFile] = [:]
 
     /// - Throws: `DicoError.io` when the model's folder cannot be resolved.
     init(modelPath: String) throws {
@@ -72,6 +73,28 @@ final class ExternalDataFiles {
         let offset = try number(entries["offset"], key: "offset", what: what) ?? 0
         let length = try number(entries["length"], key: "length", what: what)
 
+        // Most models keep every tensor in one file: resolve each location string once.
+        let file: MappedFile
+        if let known = byLocation[location] {
+            file = known
+        } else {
+            file = try map(location, what: what)
+            byLocation[location] = file
+        }
+        let count = length ?? expectedBytes
+        guard count == expectedBytes else {
+            throw invalid(what, "external data length \(count) does not match shape \(shapeText) x \(typeText) (\(expectedBytes) bytes)")
+        }
+        let (end, o) = offset.addingReportingOverflow(count)
+        guard !o, end <= file.size else {
+            throw invalid(what, "external data range [\(offset), \(o ? "overflow" : String(end))) runs past the end of '\(location)' (\(file.size) bytes)")
+        }
+        return ExternalRange(file: file, offset: offset)
+    }
+
+    /// Checks that `location` stays inside the model's folder and maps the file it names
+    /// (once per resolved path).
+    private func map(_ location: String, what: String) throws -> MappedFile {
         guard !location.hasPrefix("/") else {
             throw invalid(what, "external data location '\(location)' is an absolute path; it must be relative to the model's folder")
         }
@@ -99,26 +122,14 @@ final class ExternalDataFiles {
         guard real.hasPrefix(folder == "/" ? "/" : folder + "/") else {
             throw invalid(what, "external data location '\(location)' resolves to \(real), outside the model's folder \(folder)")
         }
-        let file: MappedFile
-        if let f = files[real] {
-            file = f
-        } else {
-            do {
-                file = try MappedFile(path: real)
-            } catch let e as DicoError {
-                throw DicoError(e.kind, "\(modelPath): \(what): external data file '\(location)': \(e.message)")
-            }
+        if let f = files[real] { return f }
+        do {
+            let file = try MappedFile(path: real)
             files[real] = file
+            return file
+        } catch let e as DicoError {
+            throw DicoError(e.kind, "\(modelPath): \(what): external data file '\(location)': \(e.message)")
         }
-        let count = length ?? expectedBytes
-        guard count == expectedBytes else {
-            throw invalid(what, "external data length \(count) does not match shape \(shapeText) x \(typeText) (\(expectedBytes) bytes)")
-        }
-        let (end, o) = offset.addingReportingOverflow(count)
-        guard !o, end <= file.size else {
-            throw invalid(what, "external data range [\(offset), \(o ? "overflow" : String(end))) runs past the end of '\(location)' (\(file.size) bytes)")
-        }
-        return ExternalRange(file: file, offset: offset)
     }
 
     /// A strict non-negative decimal (digits only, no sign or space), or nil when absent.

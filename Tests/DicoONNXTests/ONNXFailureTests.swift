@@ -320,3 +320,44 @@ final class ONNXFailureTests: XCTestCase {
         assertDicoError(.invalidInput, contains: ["duplicate external_data key 'location'"]) { _ = try ONNXModel.load(path: p4) }
     }
 }
+
+/// Bad input never crashes: seeded byte flips and truncations of two fixtures each end in a
+/// model or a DicoError.
+final class ONNXMutationTests: XCTestCase {
+    func testMutatedFilesNeverCrash() throws {
+        let dir = try TempDir()
+        defer { dir.remove() }
+        var state: UInt64 = 0x9E37_79B9_7F4A_7C15
+        func next() -> Int {
+            state ^= state << 13; state ^= state >> 7; state ^= state << 17
+            return Int(truncatingIfNeeded: state >> 1)
+        }
+        var outcomes = [String: Int]()
+        // The dynamo fixture is 60 times the size: fewer rounds keep this test at a few seconds.
+        for (fixture, rounds) in [("convnet.onnx", 400), ("tiny_dynamo.onnx", 24)] {
+            let original = [UInt8](try Data(contentsOf: URL(fileURLWithPath: "\(fixtures)/\(fixture)")))
+            // The dynamo fixture's external data file, so that mutations reach its checks too.
+            if fixture == "tiny_dynamo.onnx" {
+                try FileManager.default.copyItem(atPath: "\(fixtures)/tiny_dynamo.onnx.data", toPath: dir.file("tiny_dynamo.onnx.data"))
+            }
+            for round in 0..<rounds {
+                var bytes = original
+                if round % 4 == 3 {
+                    bytes = Array(bytes[..<(next() % bytes.count)])
+                } else {
+                    for _ in 0..<(1 + round % 3) { bytes[next() % bytes.count] = UInt8(truncatingIfNeeded: next()) }
+                }
+                let path = try dir.write(fixture, bytes)
+                do {
+                    _ = try ONNXModel.load(path: path)
+                    outcomes["loaded", default: 0] += 1
+                } catch let e as DicoError {
+                    outcomes[e.kind == .io ? "io" : "invalid", default: 0] += 1
+                }
+            }
+        }
+        XCTAssertEqual(outcomes.values.reduce(0, +), 424)
+        XCTAssertGreaterThan(outcomes["invalid", default: 0], 100, "\(outcomes)")
+        print("mutation outcomes: \(outcomes.sorted { $0.key < $1.key })")
+    }
+}
