@@ -52,7 +52,7 @@ final class ExternalDataFiles {
     /// - Throws: `.invalidInput` for a bad key or value, a location outside the model's folder,
     ///   a range past the end of the file or a length that does not match the shape; `.io` for a
     ///   missing or unreadable file.
-    func resolve(_ t: Onnx__TensorProto, what: String, expectedBytes: Int, shapeText: String,
+    func resolve(_ t: Onnx__TensorProto, what: String, expectedBytes: Int, shapeText: @autoclosure () -> String,
                  typeText: String) throws -> ExternalRange {
         var entries: [String: String] = [:]
         for i in 0..<t.n_external_data {
@@ -83,7 +83,7 @@ final class ExternalDataFiles {
         }
         let count = length ?? expectedBytes
         guard count == expectedBytes else {
-            throw invalid(what, "external data length \(count) does not match shape \(shapeText) x \(typeText) (\(expectedBytes) bytes)")
+            throw invalid(what, "external data length \(count) does not match shape \(shapeText()) x \(typeText) (\(expectedBytes) bytes)")
         }
         let (end, o) = offset.addingReportingOverflow(count)
         guard !o, end <= file.size else {

@@ -2,7 +2,8 @@ import CONNXProto
 import DicoCore
 
 // Reading a `.onnx` file: map it, let protobuf-c (generated from Formats/onnx.proto) unpack the
-// ModelProto, convert the tree into the Swift data model of ONNXGraph.swift, free the tree.
+// ModelProto (into an arena), convert the tree into the Swift data model of ONNXGraph.swift,
+// drop the arena.
 // protobuf-c reports only success or failure, so the structural checks that give a useful
 // message (which tensor, which node, what is wrong) are all made here, on the unpacked tree.
 // Every count and pointer protobuf-c hands back is checked before use.
@@ -50,18 +51,20 @@ extension ONNXModel {
             released = position
         }
         file.release(offset: released, count: file.size - released)
+        // The tree lives in `arena` and is freed with it, after conversion (ProtobufArena.swift).
+        let arena = ProtobufArena()
+        var allocator = arena.allocator
         let unpacked: UnsafeMutablePointer<Onnx__ModelProto>?
         if let stripped {
-            unpacked = stripped.bytes.withUnsafeBufferPointer { onnx__model_proto__unpack(nil, $0.count, $0.baseAddress) }
+            unpacked = stripped.bytes.withUnsafeBufferPointer { onnx__model_proto__unpack(&allocator, $0.count, $0.baseAddress) }
         } else {
-            unpacked = onnx__model_proto__unpack(nil, file.size, base.assumingMemoryBound(to: UInt8.self))
+            unpacked = onnx__model_proto__unpack(&allocator, file.size, base.assumingMemoryBound(to: UInt8.self))
         }
         guard let proto = unpacked else {
             throw DicoError.invalid(path, "not an ONNX model: protobuf parse failed (\(file.size) bytes; truncated or not a ModelProto)")
         }
-        defer { onnx__model_proto__free_unpacked(proto, nil) }
         let converter = try ModelConverter(path: path, file: file, embedded: stripped?.rawData ?? [:])
-        return try converter.model(proto)
+        return try withExtendedLifetime(arena) { try converter.model(proto) }
     }
 }
 
@@ -83,16 +86,20 @@ private struct ModelConverter {
 
     func invalid(_ message: String) -> DicoError { DicoError.invalid(path, message) }
 
-    /// A required string field: NULL or invalid UTF-8 is an error naming the field.
-    func string(_ p: UnsafePointer<CChar>?, _ what: String) throws -> String {
+    // The `what` arguments below are autoclosures: messages are only built on failure, which
+    // matters for a model of thousands of nodes.
+
+    /// A string field ("" when absent); invalid UTF-8 is an error naming the field.
+    func string(_ p: UnsafePointer<CChar>?, _ what: @autoclosure () -> String) throws -> String {
         guard let p else { return "" }
-        guard let s = String(validatingCString: p) else { throw invalid("\(what) is not valid UTF-8") }
+        guard let s = String(validatingCString: p) else { throw invalid("\(what()) is not valid UTF-8") }
         return s
     }
 
     /// The i-th element of a protobuf-c array of message pointers, checked.
-    func element<T>(_ array: UnsafeMutablePointer<UnsafeMutablePointer<T>?>?, _ i: Int, _ what: String) throws -> UnsafeMutablePointer<T> {
-        guard let array, let e = array[i] else { throw invalid("\(what) is missing (malformed protobuf)") }
+    func element<T>(_ array: UnsafeMutablePointer<UnsafeMutablePointer<T>?>?, _ i: Int,
+                    _ what: @autoclosure () -> String) throws -> UnsafeMutablePointer<T> {
+        guard let array, let e = array[i] else { throw invalid("\(what()) is missing (malformed protobuf)") }
         return e
     }
 
@@ -130,6 +137,7 @@ private struct ModelConverter {
         var initializers: [ONNXInitializer] = []
         initializers.reserveCapacity(g.n_initializer)
         var producer: [String: String] = [:]  // value name -> what produces it (for messages)
+        producer.reserveCapacity(g.n_initializer + g.n_input + 2 * g.n_node)
         for i in 0..<g.n_initializer {
             let t = try element(g.initializer, i, "initializer \(i)")
             let name = try string(t.pointee.name, "name of initializer \(i)")
@@ -240,44 +248,44 @@ private struct ModelConverter {
     func attribute(_ proto: UnsafeMutablePointer<Onnx__AttributeProto>, node: String, opType: String) throws -> (String, ONNXAttribute) {
         let a = proto.pointee
         let name = try string(a.name, "attribute name in node '\(node)'")
-        let what = "node '\(node)' (\(opType)): attribute '\(name)'"
+        func what() -> String { "node '\(node)' (\(opType)): attribute '\(name)'" }
         guard !name.isEmpty else { throw invalid("node '\(node)' (\(opType)): an attribute has no name") }
         if let ref = a.ref_attr_name, ref.pointee != 0 {
-            throw invalid("\(what) refers to a function attribute (ref_attr_name), which is only allowed inside functions")
+            throw invalid("\(what()) refers to a function attribute (ref_attr_name), which is only allowed inside functions")
         }
-        guard a.has_type != 0 else { throw invalid("\(what) has no type (AttributeProto.type is required since IR version 2)") }
+        guard a.has_type != 0 else { throw invalid("\(what()) has no type (AttributeProto.type is required since IR version 2)") }
         // AttributeProto.AttributeType codes (Formats/onnx.proto).
         switch a.type.rawValue {
         case 1: return (name, .float(a.f))
         case 2: return (name, .int(a.i))
-        case 3: return (name, .string(try bytesString(a.s, what)))
+        case 3: return (name, .string(try bytesString(a.s, what())))
         case 4:
-            guard let t = a.t else { throw invalid("\(what) has type TENSOR but no tensor") }
-            return (name, .tensor(try tensors.decode(t, what: "tensor of \(what)")))
+            guard let t = a.t else { throw invalid("\(what()) has type TENSOR but no tensor") }
+            return (name, .tensor(try tensors.decode(t, what: "tensor of \(what())")))
         case 5, 10:
-            throw invalid("\(what) is a graph (\(a.type.rawValue == 5 ? "GRAPH" : "GRAPHS")); control flow with subgraphs is not supported")
+            throw invalid("\(what()) is a graph (\(a.type.rawValue == 5 ? "GRAPH" : "GRAPHS")); control flow with subgraphs is not supported")
         case 6:
-            guard a.n_floats == 0 || a.floats != nil else { throw invalid("\(what): floats pointer is missing") }
+            guard a.n_floats == 0 || a.floats != nil else { throw invalid("\(what()): floats pointer is missing") }
             return (name, .floats((0..<a.n_floats).map { a.floats[$0] }))
         case 7:
-            guard a.n_ints == 0 || a.ints != nil else { throw invalid("\(what): ints pointer is missing") }
+            guard a.n_ints == 0 || a.ints != nil else { throw invalid("\(what()): ints pointer is missing") }
             return (name, .ints((0..<a.n_ints).map { a.ints[$0] }))
         case 8:
-            guard a.n_strings == 0 || a.strings != nil else { throw invalid("\(what): strings pointer is missing") }
-            return (name, .strings(try (0..<a.n_strings).map { try bytesString(a.strings[$0], what) }))
-        case 9: throw invalid("\(what) is a list of tensors (TENSORS), which is not supported")
-        case 11, 12: throw invalid("\(what) is a sparse tensor, which is not supported")
-        case 13, 14: throw invalid("\(what) is a type (TYPE_PROTO), which is not supported")
-        default: throw invalid("\(what) has unknown attribute type \(a.type.rawValue)")
+            guard a.n_strings == 0 || a.strings != nil else { throw invalid("\(what()): strings pointer is missing") }
+            return (name, .strings(try (0..<a.n_strings).map { try bytesString(a.strings[$0], what()) }))
+        case 9: throw invalid("\(what()) is a list of tensors (TENSORS), which is not supported")
+        case 11, 12: throw invalid("\(what()) is a sparse tensor, which is not supported")
+        case 13, 14: throw invalid("\(what()) is a type (TYPE_PROTO), which is not supported")
+        default: throw invalid("\(what()) has unknown attribute type \(a.type.rawValue)")
         }
     }
 
     /// A `bytes` attribute value as UTF-8 text.
-    func bytesString(_ b: ProtobufCBinaryData, _ what: String) throws -> String {
+    func bytesString(_ b: ProtobufCBinaryData, _ what: @autoclosure () -> String) throws -> String {
         guard b.len > 0 else { return "" }
-        guard let p = b.data else { throw invalid("\(what): string data pointer is missing") }
+        guard let p = b.data else { throw invalid("\(what()): string data pointer is missing") }
         guard let s = String(validating: UnsafeBufferPointer(start: p, count: b.len), as: UTF8.self) else {
-            throw invalid("\(what) is not valid UTF-8")
+            throw invalid("\(what()) is not valid UTF-8")
         }
         return s
     }

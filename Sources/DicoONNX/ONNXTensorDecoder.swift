@@ -90,7 +90,8 @@ struct ONNXTensorDecoder {
             throw invalid(what, "data type \(ONNXDataType.describe(t.data_type)) is not supported (supported: \(ONNXDataType.supportedNames))")
         }
         let shape = try dims(t, what: what)
-        let shapeText = "[" + shape.map(String.init).joined(separator: ", ") + "]"
+        // Built only for messages.
+        var shapeText: String { "[" + shape.map(String.init).joined(separator: ", ") + "]" }
         let typeText = ONNXDataType.name(of: dtype)
         // Overflow-checked: the element count and byte size of a hostile shape must not wrap.
         var count = 1

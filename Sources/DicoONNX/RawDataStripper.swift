@@ -9,6 +9,13 @@
 // 0, so `has_raw_data` is unchanged). protobuf-c unpacks the compact copy (metadata only) and
 // the initializers become views into the mapped file at the recorded offsets.
 //
+// The same walk leaves out the fields the importer never reads, whose every string and
+// message protobuf-c would otherwise allocate and free one by one: doc strings, metadata_props
+// (the dynamo exporter puts a stack trace on every node), GraphProto.value_info (thousands of
+// entries in a dynamo export), local functions and training info (unknown fields to our
+// schema, which protobuf-c copies too). On a real DiCo-XL dynamo export this is most of the
+// parse time. A model whose nodes call local functions is still refused: by their domain.
+//
 // Anything the walk does not expect (a second graph field, a group, a length past the end)
 // returns nil and the caller unpacks the original bytes instead, which then either fails to
 // parse or holds a structure whose initializers are copied: the walk is an optimization, never
@@ -26,53 +33,73 @@ struct StrippedModel {
 enum RawDataStripper {
     typealias Spans = [Int: (offset: Int, count: Int)]
 
+    /// Fields left out of the compact copy, by message: never read by the importer (see the
+    /// file comment). Field numbers as in Formats/onnx.proto and the official schema.
+    static let modelDropped: Set<UInt64> = [6, 14, 20, 25, 26]    // doc_string, metadata_props, training_info, functions, configuration
+    static let graphDropped: Set<UInt64> = [10, 13, 14, 16]       // doc_string, value_info, quantization_annotation, metadata_props
+    static let nodeDropped: Set<UInt64> = [6, 9, 10]              // doc_string, metadata_props, device_configurations
+    static let tensorDropped: Set<UInt64> = [12, 16]              // doc_string, metadata_props
+
     /// Strips `buffer` (a serialized ModelProto), or returns nil when its layout is not the
     /// simple one the walk handles. `progress` is called after each initializer with the
     /// offset the walk has passed, so that the caller can release the pages behind it.
     static func strip(_ buffer: UnsafeRawBufferPointer, progress: (Int) -> Void = { _ in }) -> StrippedModel? {
         var spans: Spans = [:]
         var sawGraph = false
-        let model = rewriting(buffer, from: 0, to: buffer.count, field: 7) { graphStart, graphLength in
+        var out: [UInt8] = []
+        let ok = rewriting(buffer, from: 0, to: buffer.count, targets: [7], drop: modelDropped, into: &out) { _, graphStart, graphLength, out in
             // protobuf merges repeated occurrences of a message field; indices would no
             // longer line up with the walk, so leave such files to the copying path.
-            guard !sawGraph else { return nil }
+            guard !sawGraph else { return false }
             sawGraph = true
             var index = 0
-            return rewriting(buffer, from: graphStart, to: graphStart + graphLength, field: 5) { tensorStart, tensorLength in
-                defer { index += 1; progress(tensorStart + tensorLength) }
-                return rewriting(buffer, from: tensorStart, to: tensorStart + tensorLength, field: 9) { dataStart, dataLength in
+            return rewriting(buffer, from: graphStart, to: graphStart + graphLength, targets: [1, 5], drop: graphDropped, into: &out) {
+                field, start, length, out in
+                if field == 1 {  // a node: copied without its unread fields
+                    return rewriting(buffer, from: start, to: start + length, targets: [], drop: nodeDropped, into: &out) { _, _, _, _ in false }
+                }
+                defer { index += 1; progress(start + length) }
+                return rewriting(buffer, from: start, to: start + length, targets: [9], drop: tensorDropped, into: &out) {
+                    _, dataStart, dataLength, _ in
                     spans[index] = (dataStart, dataLength)  // the last raw_data wins, as in protobuf
-                    return []  // an empty raw_data field: the payload is read from the file
+                    return true  // an empty raw_data field: the payload is read from the file
                 }
             }
         }
-        return model.map { StrippedModel(bytes: $0, rawData: spans) }
+        return ok ? StrippedModel(bytes: out, rawData: spans) : nil
     }
 
-    /// The message in `[from, to)` of `buffer` with the payload of every length-delimited
-    /// field number `field` replaced by what `rewrite(payloadStart, payloadLength)` returns
-    /// (its tag copied, its length re-encoded); every other field copied as it is. Nil when
-    /// the bytes are not a well-formed message of the wire types ONNX uses, or `rewrite` fails.
-    private static func rewriting(_ buffer: UnsafeRawBufferPointer, from: Int, to: Int, field: UInt64,
-                                  _ rewrite: (Int, Int) -> [UInt8]?) -> [UInt8]? {
-        var out: [UInt8] = []
+    /// Appends to `out` the message in `[from, to)` of `buffer` with the payload of every
+    /// length-delimited field whose number is in `targets` replaced by what
+    /// `rewrite(number, payloadStart, payloadLength, &out)` appends (its tag copied, its length
+    /// re-encoded), the fields in `drop` left out, and every other field copied as it is.
+    /// False when the bytes are not a well-formed message of the wire types ONNX uses, or
+    /// `rewrite` fails. One output buffer for the whole walk: a rewritten field's length is
+    /// known only after its payload, so 10 bytes are reserved and the payload is moved back.
+    private static func rewriting(_ buffer: UnsafeRawBufferPointer, from: Int, to: Int, targets: Set<UInt64>,
+                                  drop: Set<UInt64>, into out: inout [UInt8],
+                                  _ rewrite: (UInt64, Int, Int, inout [UInt8]) -> Bool) -> Bool {
         var r = WireReader(buffer: buffer, position: from, end: to)
         while r.position < r.end {
             let start = r.position
-            guard let (number, wire) = r.tag() else { return nil }
+            guard let (number, wire) = r.tag() else { return false }
             let afterTag = r.position
-            if number == field && wire == 2 {
-                guard let length = r.length(), let payload = rewrite(r.position, length) else { return nil }
+            if wire == 2 && targets.contains(number) {
+                guard let length = r.length() else { return false }
                 out.append(contentsOf: r.bytes(start, afterTag))
-                WireReader.appendVarint(UInt64(payload.count), to: &out)
-                out.append(contentsOf: payload)
+                let lengthAt = out.count
+                out.append(contentsOf: repeatElement(0, count: 10))
+                guard rewrite(number, r.position, length, &out) else { return false }
+                var prefix: [UInt8] = []
+                WireReader.appendVarint(UInt64(out.count - lengthAt - 10), to: &prefix)
+                out.replaceSubrange(lengthAt..<(lengthAt + 10), with: prefix)
                 r.position += length
             } else {
-                guard r.skip(wire) else { return nil }
-                out.append(contentsOf: r.bytes(start, r.position))
+                guard r.skip(wire) else { return false }
+                if !drop.contains(number) { out.append(contentsOf: r.bytes(start, r.position)) }
             }
         }
-        return out
+        return true
     }
 }
 
