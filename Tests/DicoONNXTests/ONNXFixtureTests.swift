@@ -129,6 +129,18 @@ final class ONNXFixtureTests: XCTestCase {
         }
     }
 
+    func testSupportedOpsAreTheDiCoExportOps() {
+        // The list of issue 5 plus what the fixture exports add (Range: dynamo; Flatten, Relu:
+        // convnet). The interpreter implements exactly this set.
+        let issue: Set<String> = [
+            "Conv", "Gemm", "MatMul", "Gather", "Add", "Sub", "Mul", "Div", "Pow", "Sqrt", "Erf", "Gelu", "Sigmoid",
+            "Sin", "Cos", "Exp", "Cast", "Constant", "Shape", "Reshape", "Transpose", "Unsqueeze", "Squeeze", "Slice",
+            "Split", "Concat", "ReduceMean", "GlobalAveragePool", "LayerNormalization", "DepthToSpace", "SpaceToDepth",
+            "Identity", "Expand",
+        ]
+        XCTAssertEqual(ONNXModel.supportedOps, issue.union(["Range", "Flatten", "Relu"]))
+    }
+
     func testEveryFixtureOpIsSupported() throws {
         for name in ["tiny_opset13.onnx", "tiny_opset17.onnx", "tiny_dynamo.onnx", "convnet.onnx"] {
             let m = try ONNXModel.parse(path: "\(fixtures)/\(name)")
