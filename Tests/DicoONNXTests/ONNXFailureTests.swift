@@ -233,6 +233,38 @@ final class ONNXFailureTests: XCTestCase {
         XCTAssertEqual(t.floats(), [1, -2, 0])
     }
 
+    func testInt64AndDoubleData() throws {
+        let bytes = try edited { m in
+            let a = ProtoEdit.initializer(m, 2)  // fc.bias
+            ProtoEdit.retype(a, dataType: 7, dims: [2, 2])
+            a.pointee.n_int64_data = 4
+            a.pointee.int64_data = ProtoEdit.array([Int64.min, -1, 0, Int64.max])
+            let b = ProtoEdit.initializer(m, 4)  // onnx::Conv_30
+            ProtoEdit.retype(b, dataType: 11, dims: [])
+            b.pointee.n_double_data = 1
+            b.pointee.double_data = ProtoEdit.array([0.1])
+        }
+        let m = try ONNXModel.parse(path: try dir.write("int64-double.onnx", bytes))
+        let a = try XCTUnwrap(m.graph.initializer("fc.bias"))
+        XCTAssertEqual(a.dtype, .i64)
+        XCTAssertEqual(a.shape, [2, 2])
+        XCTAssertEqual(a.int64s(), [Int64.min, -1, 0, Int64.max])
+        let b = try XCTUnwrap(m.graph.initializer("onnx::Conv_30"))
+        XCTAssertEqual(b.dtype, .f64)
+        XCTAssertEqual(b.shape, [])
+        XCTAssertEqual(b.bytes.loadUnaligned(as: Double.self), 0.1)
+    }
+
+    func testTypedFieldCountMismatch() throws {
+        let bytes = try edited { m in
+            let a = ProtoEdit.initializer(m, 2)
+            ProtoEdit.retype(a, dataType: 7, dims: [3])
+            a.pointee.n_int64_data = 2
+            a.pointee.int64_data = ProtoEdit.array([Int64(1), 2])
+        }
+        try expectRejected("int64-short.onnx", bytes, ["initializer 'fc.bias': int64_data has 2 elements but shape [3] x INT64 needs 3"])
+    }
+
     // MARK: external data
 
     /// convnet.onnx with initializer 'proj' (200 bytes) moved to external data with `entries`;

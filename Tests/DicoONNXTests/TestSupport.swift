@@ -124,20 +124,29 @@ enum ProtoEdit {
         t.pointee.float_data = p
     }
 
-    /// Replaces `t`'s data with int32_data `values`, data type `dataType` and dims `dims`.
-    static func setInt32Data(_ t: UnsafeMutablePointer<Onnx__TensorProto>, dataType: Int32, dims: [Int64], _ values: [Int32]) {
+    /// A malloc'ed copy of `values`.
+    static func array<T>(_ values: [T]) -> UnsafeMutablePointer<T> {
+        let p = malloc(max(values.count, 1) * MemoryLayout<T>.stride)!.bindMemory(to: T.self, capacity: values.count)
+        for (i, v) in values.enumerated() { p[i] = v }
+        return p
+    }
+
+    /// Drops `t`'s raw_data and gives it data type `dataType` and dims `dims`; the caller then
+    /// fills one typed field.
+    static func retype(_ t: UnsafeMutablePointer<Onnx__TensorProto>, dataType: Int32, dims: [Int64]) {
         free(t.pointee.raw_data.data)
         t.pointee.raw_data = ProtobufCBinaryData(len: 0, data: nil)
         t.pointee.has_raw_data = 0
         t.pointee.data_type = dataType
-        let d = malloc(max(dims.count, 1) * 8)!.bindMemory(to: Int64.self, capacity: dims.count)
-        for (i, v) in dims.enumerated() { d[i] = v }
         free(t.pointee.dims)
         t.pointee.n_dims = dims.count
-        t.pointee.dims = d
-        let p = malloc(max(values.count, 1) * 4)!.bindMemory(to: Int32.self, capacity: values.count)
-        for (i, v) in values.enumerated() { p[i] = v }
+        t.pointee.dims = array(dims)
+    }
+
+    /// Replaces `t`'s data with int32_data `values`, data type `dataType` and dims `dims`.
+    static func setInt32Data(_ t: UnsafeMutablePointer<Onnx__TensorProto>, dataType: Int32, dims: [Int64], _ values: [Int32]) {
+        retype(t, dataType: dataType, dims: dims)
         t.pointee.n_int32_data = values.count
-        t.pointee.int32_data = p
+        t.pointee.int32_data = array(values)
     }
 }
