@@ -33,37 +33,41 @@ extension ONNXModel {
     /// - Throws: as `load(path:)`, except for the op and opset checks of `validate()`.
     public static func parse(path: String) throws -> ONNXModel {
         let file = try MappedFile(path: path)
-        guard file.size > 0, let base = file.base else {
+        guard file.size > 0, file.base != nil else {
             throw DicoError.invalid(path, "file is empty (0 bytes), not an ONNX model")
         }
         guard file.size <= maxProtobufBytes else {
             throw DicoError.invalid(path, "file is \(file.size) bytes, over protobuf's 2 GiB limit for one message; models this large must keep their weights as external data")
         }
-        // Unpack a copy without the initializers' raw_data payloads when the layout allows
-        // (RawDataStripper.swift), so embedded weights stay in the mapping, read only on use.
+        // protobuf-c unpacks a compact copy: without the initializers' raw_data payloads, so
+        // embedded weights stay in the mapping, read only on use, without the fields never read,
+        // and without any path to unbounded nesting (RawDataStripper.swift).
         // The kernel maps whole page-cache folios (up to MBs) on a fault, so even reading
         // only the tensors' headers would make most of the file resident; release the pages
         // behind the walk as it goes (they stay in the page cache for later reads).
         var released = 0
-        let stripped = RawDataStripper.strip(file.bytes(offset: 0, count: file.size)) { position in
+        let outcome = RawDataStripper.strip(file.bytes(offset: 0, count: file.size)) { position in
             guard position - released >= 32 << 20 else { return }
             file.release(offset: released, count: position - released)
             released = position
         }
         file.release(offset: released, count: file.size - released)
+        let parseFailed = DicoError.invalid(path, "not an ONNX model: protobuf parse failed (\(file.size) bytes; truncated or not a ModelProto)")
+        let stripped: StrippedModel
+        switch outcome {
+        case let .compact(s): stripped = s
+        case .malformed: throw parseFailed
+        case .repeatedGraph:
+            throw DicoError.invalid(path, "ModelProto has more than one graph field (protobuf would merge them); not supported")
+        case .typeTooDeep:
+            throw DicoError.invalid(path, "a type (TypeProto) nests deeper than \(RawDataStripper.maxTypeNesting) levels")
+        }
         // The tree lives in `arena` and is freed with it, after conversion (ProtobufArena.swift).
         let arena = ProtobufArena()
         var allocator = arena.allocator
-        let unpacked: UnsafeMutablePointer<Onnx__ModelProto>?
-        if let stripped {
-            unpacked = stripped.bytes.withUnsafeBufferPointer { onnx__model_proto__unpack(&allocator, $0.count, $0.baseAddress) }
-        } else {
-            unpacked = onnx__model_proto__unpack(&allocator, file.size, base.assumingMemoryBound(to: UInt8.self))
-        }
-        guard let proto = unpacked else {
-            throw DicoError.invalid(path, "not an ONNX model: protobuf parse failed (\(file.size) bytes; truncated or not a ModelProto)")
-        }
-        let converter = try ModelConverter(path: path, file: file, embedded: stripped?.rawData ?? [:])
+        let unpacked = stripped.bytes.withUnsafeBufferPointer { onnx__model_proto__unpack(&allocator, $0.count, $0.baseAddress) }
+        guard let proto = unpacked else { throw parseFailed }
+        let converter = try ModelConverter(path: path, file: file, embedded: stripped.rawData)
         return try withExtendedLifetime(arena) { try converter.model(proto) }
     }
 }

@@ -16,10 +16,9 @@
 // schema, which protobuf-c copies too). On a real DiCo-XL dynamo export this is most of the
 // parse time. A model whose nodes call local functions is still refused: by their domain.
 //
-// Anything the walk does not expect (a second graph field, a group, a length past the end)
-// returns nil and the caller unpacks the original bytes instead, which then either fails to
-// parse or holds a structure whose initializers are copied: the walk is an optimization, never
-// a second parser with its own verdicts.
+// protobuf-c only ever sees this compact copy. Bytes the walk finds malformed (a length past
+// the end, a bad tag, a group) are ones protobuf-c refuses too, and get the same message;
+// the walk's own verdicts are two: a repeated graph field and too deep a type nesting.
 
 /// The compact ModelProto and where the initializer payloads are in the original bytes.
 struct StrippedModel {
@@ -39,34 +38,113 @@ enum RawDataStripper {
     static let graphDropped: Set<UInt64> = [10, 13, 14, 16]       // doc_string, value_info, quantization_annotation, metadata_props
     static let nodeDropped: Set<UInt64> = [6, 9, 10]              // doc_string, metadata_props, device_configurations
     static let tensorDropped: Set<UInt64> = [12, 16]              // doc_string, metadata_props
+    static let attributeDropped: Set<UInt64> = [13]               // doc_string
+    static let valueInfoDropped: Set<UInt64> = [3, 4]             // doc_string, metadata_props
 
-    /// Strips `buffer` (a serialized ModelProto), or returns nil when its layout is not the
-    /// simple one the walk handles. `progress` is called after each initializer with the
-    /// offset the walk has passed, so that the caller can release the pages behind it.
-    static func strip(_ buffer: UnsafeRawBufferPointer, progress: (Int) -> Void = { _ in }) -> StrippedModel? {
+    /// What the walk made of the bytes.
+    enum Outcome {
+        /// The compact copy to unpack.
+        case compact(StrippedModel)
+        /// Not a well-formed message along the walk (protobuf-c would refuse it too).
+        case malformed
+        /// ModelProto.graph occurs more than once (protobuf would merge them).
+        case repeatedGraph
+        /// A TypeProto nested deeper than `maxTypeNesting`.
+        case typeTooDeep
+    }
+
+    /// How deep TypeProtos may nest (sequence of map of optional ...): protobuf-c unpacks
+    /// nested messages by recursion, with no limit of its own.
+    static let maxTypeNesting = 32
+
+    /// Walks `buffer` (a serialized ModelProto) and builds the compact copy. `progress` is
+    /// called after each initializer with the offset the walk has passed, so that the caller
+    /// can release the pages behind it.
+    ///
+    /// protobuf-c recurses into nested messages without a depth limit, so a small hostile file
+    /// of deeply nested subgraphs or types would overflow the stack. The copy therefore has no
+    /// path to unbounded nesting: the fields that could hold one are left out (functions,
+    /// training_info, value_info), emptied (AttributeProto.g and .graphs: the importer refuses
+    /// graph attributes anyway, by the attribute's type, which stays), or checked
+    /// (TypeProto nesting of graph inputs, outputs and attributes).
+    static func strip(_ buffer: UnsafeRawBufferPointer, progress: (Int) -> Void = { _ in }) -> Outcome {
         var spans: Spans = [:]
-        var sawGraph = false
+        var graphs = 0
+        var typeTooDeep = false
         var out: [UInt8] = []
+        /// Copies a TypeProto payload after checking its nesting.
+        func copyType(_ start: Int, _ length: Int, _ out: inout [UInt8]) -> Bool {
+            guard typeNesting(buffer, from: start, to: start + length, depth: 1) else {
+                typeTooDeep = true
+                return false
+            }
+            out.append(contentsOf: UnsafeRawBufferPointer(rebasing: buffer[start..<(start + length)]))
+            return true
+        }
         let ok = rewriting(buffer, from: 0, to: buffer.count, targets: [7], drop: modelDropped, into: &out) { _, graphStart, graphLength, out in
-            // protobuf merges repeated occurrences of a message field; indices would no
-            // longer line up with the walk, so leave such files to the copying path.
-            guard !sawGraph else { return false }
-            sawGraph = true
+            // protobuf merges repeated occurrences of a message field; initializer indices
+            // would no longer line up with the walk.
+            graphs += 1
+            guard graphs == 1 else { return false }
             var index = 0
-            return rewriting(buffer, from: graphStart, to: graphStart + graphLength, targets: [1, 5], drop: graphDropped, into: &out) {
-                field, start, length, out in
-                if field == 1 {  // a node: copied without its unread fields
-                    return rewriting(buffer, from: start, to: start + length, targets: [], drop: nodeDropped, into: &out) { _, _, _, _ in false }
-                }
-                defer { index += 1; progress(start + length) }
-                return rewriting(buffer, from: start, to: start + length, targets: [9], drop: tensorDropped, into: &out) {
-                    _, dataStart, dataLength, _ in
-                    spans[index] = (dataStart, dataLength)  // the last raw_data wins, as in protobuf
-                    return true  // an empty raw_data field: the payload is read from the file
+            return rewriting(buffer, from: graphStart, to: graphStart + graphLength, targets: [1, 5, 11, 12],
+                             drop: graphDropped, into: &out) { field, start, length, out in
+                switch field {
+                case 1:  // a node: without its unread fields; attributes without subgraphs
+                    return rewriting(buffer, from: start, to: start + length, targets: [5], drop: nodeDropped, into: &out) {
+                        _, aStart, aLength, out in
+                        rewriting(buffer, from: aStart, to: aStart + aLength, targets: [6, 11, 14, 15], drop: attributeDropped,
+                                  into: &out) { f, tStart, tLength, out in
+                            f == 6 || f == 11 ? true : copyType(tStart, tLength, &out)
+                        }
+                    }
+                case 11, 12:  // a graph input or output: its type checked
+                    return rewriting(buffer, from: start, to: start + length, targets: [2], drop: valueInfoDropped, into: &out) {
+                        _, tStart, tLength, out in copyType(tStart, tLength, &out)
+                    }
+                default:  // an initializer
+                    defer { index += 1; progress(start + length) }
+                    return rewriting(buffer, from: start, to: start + length, targets: [9], drop: tensorDropped, into: &out) {
+                        _, dataStart, dataLength, _ in
+                        spans[index] = (dataStart, dataLength)  // the last raw_data wins, as in protobuf
+                        return true  // an empty raw_data field: the payload is read from the file
+                    }
                 }
             }
         }
-        return ok ? StrippedModel(bytes: out, rawData: spans) : nil
+        if graphs > 1 { return .repeatedGraph }
+        if typeTooDeep { return .typeTooDeep }
+        return ok ? .compact(StrippedModel(bytes: out, rawData: spans)) : .malformed
+    }
+
+    /// Whether the TypeProto in `[from, to)` nests at most `maxTypeNesting` deep (counting
+    /// from `depth`) through Sequence.elem_type, Map.value_type and Optional.elem_type.
+    /// A malformed payload also answers false: protobuf-c would refuse it.
+    private static func typeNesting(_ buffer: UnsafeRawBufferPointer, from: Int, to: Int, depth: Int) -> Bool {
+        guard depth <= maxTypeNesting else { return false }
+        var r = WireReader(buffer: buffer, position: from, end: to)
+        while r.position < r.end {
+            guard let (number, wire) = r.tag() else { return false }
+            // sequence_type = 4 and optional_type = 9 hold elem_type = 1; map_type = 5 holds value_type = 2.
+            guard wire == 2, [4, 5, 9].contains(number) else {
+                guard r.skip(wire) else { return false }
+                continue
+            }
+            guard let length = r.length() else { return false }
+            let inner: UInt64 = number == 5 ? 2 : 1
+            var q = WireReader(buffer: buffer, position: r.position, end: r.position + length)
+            while q.position < q.end {
+                guard let (n, w) = q.tag() else { return false }
+                if w == 2 && n == inner {
+                    guard let l = q.length(), typeNesting(buffer, from: q.position, to: q.position + l, depth: depth + 1) else { return false }
+                    q.position += l
+                } else {
+                    guard q.skip(w) else { return false }
+                }
+            }
+            r.position += length
+        }
+        return true
     }
 
     /// Appends to `out` the message in `[from, to)` of `buffer` with the payload of every
