@@ -13,8 +13,10 @@
 // message protobuf-c would otherwise allocate and free one by one: doc strings, metadata_props
 // (the dynamo exporter puts a stack trace on every node), GraphProto.value_info (thousands of
 // entries in a dynamo export), local functions and training info (unknown fields to our
-// schema, which protobuf-c copies too). On a real DiCo-XL dynamo export this is most of the
-// parse time. A model whose nodes call local functions is still refused: by their domain.
+// schema, which protobuf-c copies too): in a DiCo-XL dynamo export they are 9,071 node
+// metadata entries and 2,758 value_info entries. A model whose nodes call local functions is
+// still refused, by their domain. The walk also keeps unbounded nesting away from protobuf-c,
+// which recurses without a limit (see `strip`).
 //
 // protobuf-c only ever sees this compact copy. Bytes the walk finds malformed (a length past
 // the end, a bad tag, a group) are ones protobuf-c refuses too, and get the same message;
