@@ -24,7 +24,7 @@ let package = Package(
         .target(name: "DicoModel", dependencies: ["DicoCore", "DicoIR", "DicoSafetensors"]),
         .target(name: "DicoQuant", dependencies: ["DicoCore"]),
         // ONNX import: the only user of the protobuf-c code.
-        .target(name: "DicoONNX", dependencies: ["DicoCore", "DicoIR"]),
+        .target(name: "DicoONNX", dependencies: ["DicoCore", "DicoIR", "DicoRuntime", "COpenBLAS"]),
         .target(name: "DicoPasses", dependencies: ["DicoCore", "DicoIR"]),
         .target(name: "DicoFormat", dependencies: ["DicoCore", "DicoIR", "CZlib"]),
         .target(name: "DicoConversion", dependencies: [
@@ -45,6 +45,7 @@ let package = Package(
         .testTarget(name: "DicoPassesTests", dependencies: ["DicoPasses", "DicoRuntime", "DicoModel", "DicoIR", "DicoCore"]),
         .testTarget(name: "DicoQuantTests", dependencies: ["DicoQuant", "DicoCore"]),
         .testTarget(name: "DicoFormatTests", dependencies: ["DicoFormat", "DicoConversion", "DicoPasses", "DicoSafetensors", "DicoModel", "DicoRuntime", "DicoIR", "DicoCore", "DicoQuant"]),
+        .testTarget(name: "DicoONNXInterpreterTests", dependencies: ["DicoONNX", "DicoRuntime", "DicoModel", "DicoSafetensors", "DicoCore"]),
         .testTarget(name: "CLITests", dependencies: ["DicoSafetensors", "DicoCore"]),
     ],
     swiftLanguageModes: [.v5]

@@ -1,0 +1,211 @@
+import DicoCore
+
+/// Runs an `ONNXModel` as written: every node, in file order, on concrete values (the
+/// reference the verifier compares optimized graphs against).
+///
+/// Construction checks everything that can be checked without running: each node's domain,
+/// op and attributes are supported at the model's opset, and every input is produced by an
+/// earlier node or is an initializer or graph input. Initializers and `Constant` outputs are
+/// converted once, here. Running then evaluates node by node with real shapes, so a
+/// `Shape` node sees the runtime batch; each intermediate value is released after its last
+/// reader, so memory stays bounded by the live values.
+///
+/// `run` reads only state fixed at construction, so concurrent runs on one instance are safe.
+public final class ONNXInterpreter: @unchecked Sendable {
+    /// The default-domain opsets whose operator definitions the interpreter implements.
+    public static let supportedOpsets: ClosedRange<Int64> = 11...21
+
+    public let model: ONNXModel
+    /// The default-domain opset the model imports.
+    public let opset: Int
+    /// The graph outputs' names, in graph order.
+    public let outputNames: [String]
+
+    private struct Step {
+        let node: ONNXNode
+        let kernel: Kernel
+        /// Value slots of the inputs (nil for an omitted optional input) and outputs (nil for
+        /// an omitted optional output).
+        let inputs: [Int?]
+        let outputs: [Int?]
+        /// Slots whose last reader is this step: released after it runs.
+        var releases: [Int] = []
+    }
+
+    private var steps: [Step] = []
+    /// Slots holding initializers and constant-node outputs.
+    private var constantSlots: [Int: ONNXValue] = [:]
+    private var inputSlots: [(info: ONNXValueInfo, slot: Int)] = []
+    private var outputSlots: [Int] = []
+    private var slotCount = 0
+
+    /// Prepares `model` for running.
+    /// - Throws: `DicoError.invalidInput` naming the node, its op and the opset when a node
+    ///   uses an unsupported op, domain or attribute, or reads a value nothing produces.
+    public init(model: ONNXModel) throws {
+        self.model = model
+        let path = model.path
+        guard let opset = model.defaultOpset else { throw DicoError.invalid(path, "the model imports no ai.onnx opset") }
+        guard Self.supportedOpsets.contains(opset) else {
+            throw DicoError.invalid(path, "ai.onnx opset \(opset) is not supported (the interpreter implements opsets \(Self.supportedOpsets.lowerBound) to \(Self.supportedOpsets.upperBound))")
+        }
+        self.opset = Int(opset)
+        let graph = model.graph
+        outputNames = graph.outputs.map(\.name)
+
+        var slotOf: [String: Int] = [:]
+        func newSlot(_ name: String) -> Int {
+            slotCount += 1
+            slotOf[name] = slotCount - 1
+            return slotCount - 1
+        }
+        for i in graph.initializers {
+            let s = newSlot(i.name)
+            do { constantSlots[s] = try ONNXValue(i.tensor) } catch let e as DicoError {
+                throw DicoError.invalid(path, "initializer '\(i.name)': \(e.message)")
+            }
+        }
+        for v in graph.inputs {
+            guard slotOf[v.name] == nil else { throw DicoError.invalid(path, "graph input '\(v.name)' is also an initializer or listed twice") }
+            inputSlots.append((v, newSlot(v.name)))
+        }
+
+        for (index, node) in graph.nodes.enumerated() {
+            let label = "node '\(node.name)' (\(node.opType), opset \(opset))"
+            guard node.domain.isEmpty || node.domain == "ai.onnx" else {
+                throw DicoError.invalid(path, "\(label): domain '\(node.domain)' is not supported (only the default ai.onnx domain is)")
+            }
+            guard let prepare = onnxKernelPreparers[node.opType] else {
+                throw DicoError.invalid(path, "\(label): operator \(node.opType) is not supported")
+            }
+            var inputs: [Int?] = []
+            var constants: [Int: ONNXValue] = [:]
+            for (k, name) in node.inputs.enumerated() {
+                if name.isEmpty { inputs.append(nil); continue }
+                guard let s = slotOf[name] else {
+                    throw DicoError.invalid(path, "\(label): input \(k) '\(name)' is not an initializer, a graph input or the output of an earlier node")
+                }
+                inputs.append(s)
+                if let c = constantSlots[s] { constants[k] = c }
+            }
+            let kernel: Kernel
+            do {
+                kernel = try prepare(NodeSpec(node: node, opset: Int(opset), constants: constants))
+            } catch let f as OpFailure {
+                throw DicoError.invalid(path, "\(label): \(f.message)")
+            }
+            var outputs: [Int?] = []
+            for name in node.outputs {
+                if name.isEmpty { outputs.append(nil); continue }
+                guard slotOf[name] == nil else { throw DicoError.invalid(path, "\(label): output '\(name)' is already defined (node #\(index))") }
+                outputs.append(newSlot(name))
+            }
+            // A Constant is evaluated now, once; its output becomes a constant slot.
+            if node.opType == "Constant" {
+                do {
+                    constantSlots[outputs[0]!] = try kernel([])[0]
+                } catch let f as OpFailure {
+                    throw DicoError.invalid(path, "\(label): \(f.message)")
+                }
+                continue
+            }
+            steps.append(Step(node: node, kernel: kernel, inputs: inputs, outputs: outputs))
+        }
+        for o in graph.outputs {
+            guard let s = slotOf[o.name] else { throw DicoError.invalid(path, "graph output '\(o.name)' is not produced by any node, input or initializer") }
+            outputSlots.append(s)
+        }
+
+        // Last readers: a slot is released after its last step, unless it is a constant (kept
+        // for every run) or a graph output.
+        var last: [Int: Int] = [:]
+        for (i, step) in steps.enumerated() { for case let s? in step.inputs { last[s] = i } }
+        let kept = Set(outputSlots).union(constantSlots.keys)
+        for (s, i) in last where !kept.contains(s) { steps[i].releases.append(s) }
+        // Outputs no one reads (an unused LayerNormalization Mean, say) are dropped at once.
+        for i in steps.indices {
+            for case let s? in steps[i].outputs where last[s] == nil && !kept.contains(s) { steps[i].releases.append(s) }
+        }
+    }
+
+    /// Runs the graph on `inputs` (by graph-input name) and returns every graph output by name.
+    /// - Throws: `DicoError.invalidInput`: "<model path>: input '<name>' ..." for a missing,
+    ///   unknown or mistyped input, and "<model path>: node '<name>' (<op>): <what>" when a
+    ///   node cannot run on the values it gets (shapes that disagree, indices out of range).
+    public func run(_ inputs: [String: ONNXValue]) throws -> [String: ONNXValue] {
+        let ordered = try runOrdered(inputs)
+        return Dictionary(zip(outputNames, ordered), uniquingKeysWith: { a, _ in a })
+    }
+
+    /// `run`, with the outputs in graph-output order.
+    public func runOrdered(_ inputs: [String: ONNXValue]) throws -> [ONNXValue] {
+        let path = model.path
+        var slots = [ONNXValue?](repeating: nil, count: slotCount)
+        for (s, v) in constantSlots { slots[s] = v }
+        let known = Set(inputSlots.map(\.info.name))
+        for name in inputs.keys.sorted() where !known.contains(name) {
+            throw DicoError.invalid(path, "input '\(name)' is not an input of the graph (inputs: \(inputSlots.map(\.info.name).joined(separator: ", ")))")
+        }
+        // Declared fixed dimensions that the fed inputs do not have: a node failure below is
+        // then most likely a static-shape export run at another size, and the error says so.
+        var deviations: [String] = []
+        for (info, s) in inputSlots {
+            guard let v = inputs[info.name] else { throw DicoError.invalid(path, "input '\(info.name)' is missing") }
+            if let t = info.elementType, t.logicalFloat != v.dtype {
+                throw DicoError.invalid(path, "input '\(info.name)' is \(v.dtype.rawValue), the graph declares \(t.rawValue)")
+            }
+            if let dims = info.shape {
+                guard dims.count == v.shape.count else {
+                    throw DicoError.invalid(path, "input '\(info.name)' has shape \(v.shape), the graph declares rank \(dims.count) (\(describe(dims)))")
+                }
+                for (k, d) in dims.enumerated() {
+                    if case let .value(c) = d, c != Int64(v.shape[k]) {
+                        deviations.append("input '\(info.name)' has dimension \(k) = \(v.shape[k]) where the graph declares \(c)")
+                    }
+                }
+            }
+            slots[s] = v
+        }
+        for step in steps {
+            let args = step.inputs.map { $0.flatMap { slots[$0] } }
+            let results: [ONNXValue]
+            do {
+                results = try step.kernel(args)
+            } catch let f as OpFailure {
+                let note = deviations.isEmpty ? "" : " (\(deviations.joined(separator: "; ")): the export may have fixed shapes)"
+                throw DicoError.invalid(path, "node '\(step.node.name)' (\(step.node.opType)): \(f.message)\(note)")
+            }
+            guard results.count >= step.outputs.count else {
+                throw DicoError(.internalError, "\(path): node '\(step.node.name)' (\(step.node.opType)): kernel returned \(results.count) outputs for \(step.outputs.count)")
+            }
+            for (k, s) in step.outputs.enumerated() { if let s { slots[s] = results[k] } }
+            for s in step.releases { slots[s] = nil }
+        }
+        return try outputSlots.enumerated().map { k, s in
+            guard let v = slots[s] else { throw DicoError(.internalError, "\(path): graph output '\(outputNames[k])' was not computed") }
+            return v
+        }
+    }
+
+    private func describe(_ dims: [ONNXDim]) -> String {
+        "[" + dims.map { d -> String in
+            switch d {
+            case let .value(v): return "\(v)"
+            case let .param(p): return p
+            case .unknown: return "?"
+            }
+        }.joined(separator: ", ") + "]"
+    }
+}
+
+extension DType {
+    /// The element type an interpreter value of this declared type has (float16 and
+    /// bfloat16 are computed as float32; narrow integers as int32).
+    var logicalFloat: DType {
+        switch self {
+        case .f16, .bf16: return .f32
+        case .i16, .i8, .u8: return .i32
+        default: return self
+        }
+    }
+}

@@ -1,0 +1,99 @@
+import COpenBLAS
+
+// Gemm and MatMul (float32) through cblas_sgemm.
+
+let matMulPreparers: [String: KernelPreparer] = ["Gemm": prepareGemm, "MatMul": prepareMatMul]
+
+private func prepareGemm(_ spec: NodeSpec) throws -> Kernel {
+    try spec.allowAttributes(["alpha", "beta", "transA", "transB"])
+    try spec.requireInputs(2, 3)
+    try spec.requireOutputs(1, 1)
+    let alpha = try spec.float("alpha", default: 1), beta = try spec.float("beta", default: 1)
+    let ta = try spec.int("transA", default: 0), tb = try spec.int("transB", default: 0)
+    guard [0, 1].contains(ta), [0, 1].contains(tb) else { throw OpFailure("transA and transB must be 0 or 1") }
+    return { inputs in
+        [try gemm(try arg(inputs, 0), try arg(inputs, 1), optionalArg(inputs, 2), alpha: alpha, beta: beta, transA: ta == 1, transB: tb == 1)]
+    }
+}
+
+/// Y = alpha * op(A) op(B) + beta * C, C broadcast unidirectionally to [M, N].
+func gemm(_ av: ONNXValue, _ bv: ONNXValue, _ cv: ONNXValue?, alpha: Float, beta: Float, transA: Bool, transB: Bool) throws -> ONNXValue {
+    let a = try requireFloats(av, "input A"), b = try requireFloats(bv, "input B")
+    guard av.shape.count == 2, bv.shape.count == 2 else { throw OpFailure("inputs A \(av.shape) and B \(bv.shape) must be matrices") }
+    let (m, k) = transA ? (av.shape[1], av.shape[0]) : (av.shape[0], av.shape[1])
+    let (k2, n) = transB ? (bv.shape[1], bv.shape[0]) : (bv.shape[0], bv.shape[1])
+    guard k == k2 else { throw OpFailure("inner dimensions differ: A \(av.shape)\(transA ? " (transposed)" : ""), B \(bv.shape)\(transB ? " (transposed)" : "")") }
+    let count = try product([m, n])
+    var y: [Float]
+    if let cv, beta != 0 {
+        let c = try requireFloats(cv, "input C")
+        let plan = try BroadcastPlan([[m, n], cv.shape])
+        guard plan.shape == [m, n] else { throw OpFailure("input C \(cv.shape) does not broadcast to [\(m), \(n)]") }
+        y = broadcastCopy(c, plan: plan, operand: 1)
+        if beta != 1 { for i in y.indices { y[i] *= beta } }
+    } else {
+        y = [Float](repeating: 0, count: count)
+    }
+    if count == 0 { return ONNXValue(unchecked: [m, n], .f32(y)) }
+    let (mi, ni, ki) = (try blasInt(m), try blasInt(n), try blasInt(k))
+    let lda = try blasInt(av.shape[1]), ldb = try blasInt(bv.shape[1])
+    a.withUnsafeBufferPointer { ap in
+        b.withUnsafeBufferPointer { bp in
+            y.withUnsafeMutableBufferPointer { yp in
+                cblas_sgemm(CblasRowMajor, transA ? CblasTrans : CblasNoTrans, transB ? CblasTrans : CblasNoTrans,
+                            mi, ni, ki, alpha, ap.baseAddress, lda, bp.baseAddress, ldb, 1, yp.baseAddress, ni)
+            }
+        }
+    }
+    return ONNXValue(unchecked: [m, n], .f32(y))
+}
+
+private func prepareMatMul(_ spec: NodeSpec) throws -> Kernel {
+    try spec.allowAttributes([])
+    try spec.requireInputs(2, 2)
+    try spec.requireOutputs(1, 1)
+    return { inputs in [try matMul(try arg(inputs, 0), try arg(inputs, 1))] }
+}
+
+/// numpy matmul: 1-D operands are promoted (and the added dimension removed from the result),
+/// leading batch dimensions broadcast.
+func matMul(_ av: ONNXValue, _ bv: ONNXValue) throws -> ONNXValue {
+    let a = try requireFloats(av, "input A"), b = try requireFloats(bv, "input B")
+    guard !av.shape.isEmpty, !bv.shape.isEmpty else { throw OpFailure("MatMul does not take scalars (shapes \(av.shape), \(bv.shape))") }
+    let aS = av.shape.count == 1 ? [1, av.shape[0]] : av.shape
+    let bS = bv.shape.count == 1 ? [bv.shape[0], 1] : bv.shape
+    let (m, k) = (aS[aS.count - 2], aS[aS.count - 1])
+    let (k2, n) = (bS[bS.count - 2], bS[bS.count - 1])
+    guard k == k2 else { throw OpFailure("inner dimensions differ: A \(av.shape), B \(bv.shape)") }
+    let aBatch = Array(aS.dropLast(2)), bBatch = Array(bS.dropLast(2))
+    let plan = try BroadcastPlan([aBatch, bBatch])
+    var outShape = plan.shape + [m, n]
+    let count = try product(outShape)
+    let (mi, ni, ki) = (try blasInt(m), try blasInt(n), try blasInt(k))
+    let foldedRows = try blasInt(try product([plan.count, m]))
+    let y: [Float] = a.withUnsafeBufferPointer { ap in
+        b.withUnsafeBufferPointer { bp in
+            makeArray(count) { (yb: UnsafeMutableBufferPointer<Float>) in
+                guard count > 0 else { return }
+                let yp = yb.baseAddress!
+                if k == 0 { yp.initialize(repeating: 0, count: count); return }
+                if bBatch.allSatisfy({ $0 == 1 }) {
+                    // One B for every batch: the batch folds into the rows of a single sgemm.
+                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, foldedRows, ni, ki, 1, ap.baseAddress, ki, bp.baseAddress, ni, 0, yp, ni)
+                    return
+                }
+                var batch = 0
+                plan.forEachRun { _, off, st, len in
+                    for i in 0..<len {
+                        let pa = ap.baseAddress! + (off[0] + i * st[0]) * m * k, pb = bp.baseAddress! + (off[1] + i * st[1]) * k * n
+                        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, mi, ni, ki, 1, pa, ki, pb, ni, 0, yp + batch * m * n, ni)
+                        batch += 1
+                    }
+                }
+            }
+        }
+    }
+    if av.shape.count == 1 { outShape.remove(at: outShape.count - 2) }
+    if bv.shape.count == 1 { outShape.removeLast() }
+    return ONNXValue(unchecked: outShape, .f32(y))
+}
