@@ -18,13 +18,19 @@ let package = Package(
                        providers: [.apt(["libopenblas-dev"])]),
         // C edge: zlib's crc32 (Debian zlib1g-dev), the .dico checksum.
         .systemLibrary(name: "CZlib", path: "Sources/CZlib", pkgConfig: "zlib", providers: [.apt(["zlib1g-dev"])]),
+        // C edge: the protobuf-c runtime (Debian libprotobuf-c-dev), and the code protoc-c generates
+        // from Formats/onnx.proto (committed; regenerated only by scripts/gen-onnx-proto.sh).
+        .systemLibrary(name: "CProtobufC", path: "Sources/CProtobufC", pkgConfig: "libprotobuf-c",
+                       providers: [.apt(["libprotobuf-c-dev"])]),
+        .target(name: "CONNXProto", dependencies: ["CProtobufC"], path: "Sources/CONNXProto"),
         .target(name: "DicoCore"),
         .target(name: "DicoSafetensors", dependencies: ["DicoCore"]),
         .target(name: "DicoIR", dependencies: ["DicoCore"]),
         .target(name: "DicoModel", dependencies: ["DicoCore", "DicoIR", "DicoSafetensors"]),
         .target(name: "DicoQuant", dependencies: ["DicoCore"]),
         // ONNX import: the only user of the protobuf-c code.
-        .target(name: "DicoONNX", dependencies: ["DicoCore", "DicoIR", "DicoRuntime", "COpenBLAS"]),
+        // DicoRuntime for HostTensor conversions; OpenBLAS for the interpreter's sgemm kernels.
+        .target(name: "DicoONNX", dependencies: ["DicoCore", "DicoIR", "DicoRuntime", "COpenBLAS", "CONNXProto", "CProtobufC"]),
         .target(name: "DicoPasses", dependencies: ["DicoCore", "DicoIR"]),
         .target(name: "DicoFormat", dependencies: ["DicoCore", "DicoIR", "CZlib"]),
         .target(name: "DicoConversion", dependencies: [
@@ -45,6 +51,8 @@ let package = Package(
         .testTarget(name: "DicoPassesTests", dependencies: ["DicoPasses", "DicoRuntime", "DicoModel", "DicoIR", "DicoCore"]),
         .testTarget(name: "DicoQuantTests", dependencies: ["DicoQuant", "DicoCore"]),
         .testTarget(name: "DicoFormatTests", dependencies: ["DicoFormat", "DicoConversion", "DicoPasses", "DicoSafetensors", "DicoModel", "DicoRuntime", "DicoIR", "DicoCore", "DicoQuant"]),
+        // Imports CONNXProto only to build malformed models in memory (no Python needed).
+        .testTarget(name: "DicoONNXTests", dependencies: ["DicoONNX", "DicoCore", "DicoSafetensors", "CONNXProto", "CProtobufC"]),
         .testTarget(name: "DicoONNXInterpreterTests", dependencies: ["DicoONNX", "DicoRuntime", "DicoModel", "DicoSafetensors", "DicoCore"]),
         .testTarget(name: "CLITests", dependencies: ["DicoSafetensors", "DicoCore"]),
     ],
