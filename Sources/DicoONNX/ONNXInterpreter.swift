@@ -146,23 +146,17 @@ public final class ONNXInterpreter: @unchecked Sendable {
         for name in inputs.keys.sorted() where !known.contains(name) {
             throw DicoError.invalid(path, "input '\(name)' is not an input of the graph (inputs: \(inputSlots.map(\.info.name).joined(separator: ", ")))")
         }
-        // Declared fixed dimensions that the fed inputs do not have: a node failure below is
-        // then most likely a static-shape export run at another size, and the error says so.
-        var deviations: [String] = []
+        // Inputs must have the declared element type, rank and fixed dimensions, as in
+        // onnxruntime: a static-shape export may compute other shapes without any node
+        // failing (the legacy exporter writes -1 batches into its Reshape constants), and its
+        // result would then not be the model's.
         for (info, s) in inputSlots {
             guard let v = inputs[info.name] else { throw DicoError.invalid(path, "input '\(info.name)' is missing") }
             if let t = info.elementType, t.logicalFloat != v.dtype {
                 throw DicoError.invalid(path, "input '\(info.name)' is \(v.dtype.rawValue), the graph declares \(t.rawValue)")
             }
-            if let dims = info.shape {
-                guard dims.count == v.shape.count else {
-                    throw DicoError.invalid(path, "input '\(info.name)' has shape \(v.shape), the graph declares rank \(dims.count) (\(describe(dims)))")
-                }
-                for (k, d) in dims.enumerated() {
-                    if case let .value(c) = d, c != Int64(v.shape[k]) {
-                        deviations.append("input '\(info.name)' has dimension \(k) = \(v.shape[k]) where the graph declares \(c)")
-                    }
-                }
+            if let dims = info.shape, !conforms(v.shape, dims) {
+                throw DicoError.invalid(path, "input '\(info.name)' has shape \(v.shape), the graph declares \(describe(dims))\(firstReader(s))")
             }
             slots[s] = v
         }
@@ -172,8 +166,7 @@ public final class ONNXInterpreter: @unchecked Sendable {
             do {
                 results = try step.kernel(args)
             } catch let f as OpFailure {
-                let note = deviations.isEmpty ? "" : " (\(deviations.joined(separator: "; ")): the export may have fixed shapes)"
-                throw DicoError.invalid(path, "node '\(step.node.name)' (\(step.node.opType)): \(f.message)\(note)")
+                throw DicoError.invalid(path, "node '\(step.node.name)' (\(step.node.opType)): \(f.message)")
             }
             guard results.count >= step.outputs.count else {
                 throw DicoError(.internalError, "\(path): node '\(step.node.name)' (\(step.node.opType)): kernel returned \(results.count) outputs for \(step.outputs.count)")
@@ -183,8 +176,25 @@ public final class ONNXInterpreter: @unchecked Sendable {
         }
         return try outputSlots.enumerated().map { k, s in
             guard let v = slots[s] else { throw DicoError(.internalError, "\(path): graph output '\(outputNames[k])' was not computed") }
+            if let dims = model.graph.outputs[k].shape, !conforms(v.shape, dims) {
+                let producer = steps.first { $0.outputs.contains(s) }.map { " (computed by node '\($0.node.name)' (\($0.node.opType)))" } ?? ""
+                throw DicoError.invalid(path, "graph output '\(outputNames[k])' has shape \(v.shape), the graph declares \(describe(dims))\(producer)")
+            }
             return v
         }
+    }
+
+    /// Whether `shape` has the declared rank and every fixed dimension of `dims`.
+    private func conforms(_ shape: [Int], _ dims: [ONNXDim]) -> Bool {
+        guard shape.count == dims.count else { return false }
+        for (d, actual) in zip(dims, shape) { if case let .value(c) = d, c != Int64(actual) { return false } }
+        return true
+    }
+
+    /// "; first read by node ..." for a slot, to say where a refused input would have gone.
+    private func firstReader(_ slot: Int) -> String {
+        guard let step = steps.first(where: { $0.inputs.contains(slot) }) else { return "" }
+        return "; first read by node '\(step.node.name)' (\(step.node.opType)): the export has fixed shapes there, re-export with dynamic axes to run other shapes"
     }
 
     private func describe(_ dims: [ONNXDim]) -> String {
