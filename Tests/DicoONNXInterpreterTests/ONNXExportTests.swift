@@ -55,6 +55,7 @@ final class ONNXExportTests: XCTestCase {
         XCTAssertEqual(y.shape, ref.outShape, "\(export) at x \(ref.x.shape)", file: file, line: line)
         guard y.shape == ref.outShape else { return }
         let err = relL2(y.floats!, ref.out)
+        print("\(export) at x \(ref.x.shape): relative L2 vs PyTorch \(String(format: "%.2e", err))")
         XCTAssertLessThanOrEqual(err, tolerance, "\(export) at x \(ref.x.shape)", file: file, line: line)
     }
 

@@ -161,22 +161,10 @@ func arithmetic(_ op: ArithmeticOp, _ a: ONNXValue, _ b: ONNXValue) throws -> ON
     func sameType() -> OpFailure { OpFailure("inputs are \(a.dtype.rawValue) and \(b.dtype.rawValue); \(op.rawValue) takes one type") }
     switch (a.storage, b.storage) {
     case let (.f32(x), .f32(y)):
-        let r: ([Int], [Float])
-        switch op {
-        case .add: r = try broadcastBinary(x, a.shape, y, b.shape) { $0 + $1 }
-        case .sub: r = try broadcastBinary(x, a.shape, y, b.shape) { $0 - $1 }
-        case .mul: r = try broadcastBinary(x, a.shape, y, b.shape) { $0 * $1 }
-        case .div: r = try broadcastBinary(x, a.shape, y, b.shape) { $0 / $1 }
-        }
+        let r = try floatArithmetic(op, x, a.shape, y, b.shape)
         return ONNXValue(unchecked: r.0, .f32(r.1))
     case let (.f64(x), .f64(y)):
-        let r: ([Int], [Double])
-        switch op {
-        case .add: r = try broadcastBinary(x, a.shape, y, b.shape) { $0 + $1 }
-        case .sub: r = try broadcastBinary(x, a.shape, y, b.shape) { $0 - $1 }
-        case .mul: r = try broadcastBinary(x, a.shape, y, b.shape) { $0 * $1 }
-        case .div: r = try broadcastBinary(x, a.shape, y, b.shape) { $0 / $1 }
-        }
+        let r = try floatArithmetic(op, x, a.shape, y, b.shape)
         return ONNXValue(unchecked: r.0, .f64(r.1))
     case let (.i64(x), .i64(y)):
         let r = try integerArithmetic(op, x, a.shape, y, b.shape)
@@ -188,6 +176,15 @@ func arithmetic(_ op: ArithmeticOp, _ a: ONNXValue, _ b: ONNXValue) throws -> ON
         throw OpFailure("\(op.rawValue) takes numbers, not bool")
     default:
         throw sameType()
+    }
+}
+
+private func floatArithmetic<T: BinaryFloatingPoint>(_ op: ArithmeticOp, _ x: [T], _ xs: [Int], _ y: [T], _ ys: [Int]) throws -> ([Int], [T]) {
+    switch op {
+    case .add: return try broadcastBinary(x, xs, y, ys) { $0 + $1 }
+    case .sub: return try broadcastBinary(x, xs, y, ys) { $0 - $1 }
+    case .mul: return try broadcastBinary(x, xs, y, ys) { $0 * $1 }
+    case .div: return try broadcastBinary(x, xs, y, ys) { $0 / $1 }
     }
 }
 
