@@ -1,3 +1,4 @@
+import COpenBLAS
 import DicoCore
 
 /// Runs an `ONNXModel` as written: every node, in file order, on concrete values (the
@@ -50,6 +51,9 @@ public final class ONNXInterpreter: @unchecked Sendable {
             throw DicoError.invalid(path, "ai.onnx opset \(opset) is not supported (the interpreter implements opsets \(Self.supportedOpsets.lowerBound) to \(Self.supportedOpsets.upperBound))")
         }
         self.opset = Int(opset)
+        // The sgemm driver splits work itself; OpenBLAS threads on top would oversubscribe
+        // (the same process-wide setting the IR executor makes).
+        openblas_set_num_threads(1)
         let graph = model.graph
         outputNames = graph.outputs.map(\.name)
 

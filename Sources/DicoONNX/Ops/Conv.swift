@@ -1,4 +1,3 @@
-import COpenBLAS
 import Dispatch
 
 // Conv (2-D, float32): pointwise convs are one sgemm per image and group, depthwise convs
@@ -112,13 +111,13 @@ func conv2d(_ xv: ONNXValue, _ wv: ONNXValue, _ bv: ONNXValue?, _ a: ConvAttribu
                         let yg = yp + (img * m + gi * mg) * planeOut
                         let wg = wp.baseAddress! + gi * mg * rows
                         if pointwise {
-                            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, mi, pi, ri, 1, wg, ri, xg, pi, 1, yg, pi)
+                            sgemm(m: mi, n: pi, k: ri, a: wg, lda: ri, b: xg, ldb: pi, beta: 1, c: yg, ldc: pi)
                             continue
                         }
                         scratch.withUnsafeMutableBufferPointer { col in
                             im2col(x: xg, channels: cg, h: h, w: wd, kh: kh, kw: kw, oh: oh, ow: ow, stride: (s[0], s[1]),
                                    dilation: (d[0], d[1]), padBegin: (pad[0].0, pad[1].0), col: col.baseAddress!)
-                            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, mi, pi, ri, 1, wg, ri, col.baseAddress!, pi, 1, yg, pi)
+                            sgemm(m: mi, n: pi, k: ri, a: wg, lda: ri, b: col.baseAddress!, ldb: pi, beta: 1, c: yg, ldc: pi)
                         }
                     }
                 }

@@ -131,7 +131,7 @@ let elementwisePreparers: [String: KernelPreparer] = {
         return { inputs in [try whereSelect(try arg(inputs, 0), try arg(inputs, 1), try arg(inputs, 2))] }
     }
     t["Cast"] = { spec in
-        try spec.allowAttributes(["to", "saturate"])
+        try spec.allowAttributes(spec.opset >= 19 ? ["to", "saturate"] : ["to"])
         try spec.requireInputs(1, 1)
         try spec.requireOutputs(1, 1)
         guard spec.node.attributes["to"] != nil else { throw OpFailure("attribute 'to' is required") }

@@ -1,6 +1,42 @@
 import COpenBLAS
+import Dispatch
+import DicoRuntime
 
-// Gemm and MatMul (float32) through cblas_sgemm.
+// Gemm and MatMul (float32) through cblas_sgemm, and the sgemm driver Conv shares.
+
+/// Workers for large sgemm calls: the IR executor's default, the online CPUs.
+let sgemmThreads = Executor.defaultThreads
+
+/// Below this many multiply-adds an sgemm runs as one call on the calling thread.
+let sgemmSplitWork = 1 << 20
+
+/// Column-block width of a split sgemm. The blocks depend only on the problem, never on the
+/// thread count, so results are the same on every machine (as the IR executor's tile grid).
+let sgemmColumnBlock = 256
+
+/// Row-major C[M,N] = alpha * op(A) op(B) + beta * C through single-threaded OpenBLAS
+/// calls: one call for small products, else fixed column blocks shared by `sgemmThreads`
+/// workers. OpenBLAS's own threading is off (`ONNXInterpreter.init` sets it, as the IR
+/// executor does), so the workers do not oversubscribe the CPUs.
+func sgemm(transA: Bool = false, transB: Bool = false, m: Int32, n: Int32, k: Int32, alpha: Float = 1,
+           a: UnsafePointer<Float>, lda: Int32, b: UnsafePointer<Float>, ldb: Int32, beta: Float,
+           c: UnsafeMutablePointer<Float>, ldc: Int32) {
+    let ta = transA ? CblasTrans : CblasNoTrans, tb = transB ? CblasTrans : CblasNoTrans
+    let blocks = (Int(n) + sgemmColumnBlock - 1) / sgemmColumnBlock
+    if Int(m) * Int(n) * Int(k) < sgemmSplitWork || blocks < 2 || sgemmThreads < 2 {
+        cblas_sgemm(CblasRowMajor, ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
+        return
+    }
+    let workers = min(sgemmThreads, blocks)
+    DispatchQueue.concurrentPerform(iterations: workers) { w in
+        for blk in stride(from: w, to: blocks, by: workers) {
+            let j0 = blk * sgemmColumnBlock, width = min(sgemmColumnBlock, Int(n) - j0)
+            // Column j of op(B) starts at b + j (no transpose) or at row j of B (transposed).
+            let bj = transB ? b + j0 * Int(ldb) : b + j0
+            cblas_sgemm(CblasRowMajor, ta, tb, m, Int32(width), k, alpha, a, lda, bj, ldb, beta, c + j0, ldc)
+        }
+    }
+}
 
 let matMulPreparers: [String: KernelPreparer] = ["Gemm": prepareGemm, "MatMul": prepareMatMul]
 
@@ -40,8 +76,8 @@ func gemm(_ av: ONNXValue, _ bv: ONNXValue, _ cv: ONNXValue?, alpha: Float, beta
     a.withUnsafeBufferPointer { ap in
         b.withUnsafeBufferPointer { bp in
             y.withUnsafeMutableBufferPointer { yp in
-                cblas_sgemm(CblasRowMajor, transA ? CblasTrans : CblasNoTrans, transB ? CblasTrans : CblasNoTrans,
-                            mi, ni, ki, alpha, ap.baseAddress, lda, bp.baseAddress, ldb, 1, yp.baseAddress, ni)
+                sgemm(transA: transA, transB: transB, m: mi, n: ni, k: ki, alpha: alpha, a: ap.baseAddress!, lda: lda,
+                      b: bp.baseAddress!, ldb: ldb, beta: 1, c: yp.baseAddress!, ldc: ni)
             }
         }
     }
@@ -79,14 +115,14 @@ func matMul(_ av: ONNXValue, _ bv: ONNXValue) throws -> ONNXValue {
                 if k == 0 { yp.initialize(repeating: 0, count: count); return }
                 if bBatch.allSatisfy({ $0 == 1 }) {
                     // One B for every batch: the batch folds into the rows of a single sgemm.
-                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, foldedRows, ni, ki, 1, ap.baseAddress, ki, bp.baseAddress, ni, 0, yp, ni)
+                    sgemm(m: foldedRows, n: ni, k: ki, a: ap.baseAddress!, lda: ki, b: bp.baseAddress!, ldb: ni, beta: 0, c: yp, ldc: ni)
                     return
                 }
                 var batch = 0
                 plan.forEachRun { _, off, st, len in
                     for i in 0..<len {
                         let pa = ap.baseAddress! + (off[0] + i * st[0]) * m * k, pb = bp.baseAddress! + (off[1] + i * st[1]) * k * n
-                        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, mi, ni, ki, 1, pa, ki, pb, ni, 0, yp + batch * m * n, ni)
+                        sgemm(m: mi, n: ni, k: ki, a: pa, lda: ki, b: pb, ldb: ni, beta: 0, c: yp + batch * m * n, ldc: ni)
                         batch += 1
                     }
                 }
