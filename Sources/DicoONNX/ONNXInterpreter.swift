@@ -38,7 +38,9 @@ public final class ONNXInterpreter: @unchecked Sendable {
     private var constantSlots: [Int: ONNXValue] = [:]
     private var inputSlots: [(info: ONNXValueInfo, slot: Int)] = []
     private var outputSlots: [Int] = []
-    private var slotCount = 0
+    /// Value names by slot.
+    private var slotNames: [String] = []
+    private var slotCount: Int { slotNames.count }
 
     /// Prepares `model` for running.
     /// - Throws: `DicoError.invalidInput` naming the node, its op and the opset when a node
@@ -59,9 +61,9 @@ public final class ONNXInterpreter: @unchecked Sendable {
 
         var slotOf: [String: Int] = [:]
         func newSlot(_ name: String) -> Int {
-            slotCount += 1
-            slotOf[name] = slotCount - 1
-            return slotCount - 1
+            slotNames.append(name)
+            slotOf[name] = slotNames.count - 1
+            return slotNames.count - 1
         }
         for i in graph.initializers {
             let s = newSlot(i.name)
@@ -186,6 +188,12 @@ public final class ONNXInterpreter: @unchecked Sendable {
             }
             return v
         }
+    }
+
+    /// Per step (Constant nodes excluded), the node's name and the values released after it,
+    /// sorted: the memory plan, for tests.
+    var releasePlan: [(node: String, released: [String])] {
+        steps.map { ($0.node.name, $0.releases.map { slotNames[$0] }.sorted()) }
     }
 
     /// Whether `shape` has the declared rank and every fixed dimension of `dims`.

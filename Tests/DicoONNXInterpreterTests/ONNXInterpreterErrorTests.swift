@@ -1,6 +1,6 @@
 import XCTest
 import DicoCore
-import DicoONNX
+@testable import DicoONNX
 import DicoRuntime
 
 /// A model of `nodes` with float32 graph inputs of undeclared shape (unless `inputs` says
@@ -199,5 +199,25 @@ final class ONNXInterpreterErrorTests: XCTestCase {
         let out = try ONNXInterpreter(model: m).run(["x": value([2, 3])])
         XCTAssertEqual(out["s"]?.floats, [2, 3, 4, 2, 3, 4])
         XCTAssertEqual(out["y"]?.floats, [4, 9, 16, 4, 9, 16])
+    }
+
+    /// Each intermediate is released after its last reader, graph inputs included; outputs,
+    /// initializers and constants are kept; an output nobody reads is dropped at once.
+    func testIntermediatesAreReleasedAfterTheirLastReader() throws {
+        let w = ONNXInitializer(name: "w", tensor: TensorData(shape: [3], floats: [1, 2, 3]))
+        let nodes = [
+            node("Mul", ["x", "w"], outputs: ["a"], name: "n0"),
+            node("Relu", ["a"], outputs: ["b"], name: "n1"),
+            node("Add", ["a", "b"], outputs: ["c"], name: "n2"),
+            node("LayerNormalization", ["c", "w"], outputs: ["d", "mean", "inv"], name: "n3"),
+            node("Neg", ["d"], outputs: ["y"], name: "n4"),
+        ]
+        let interp = try ONNXInterpreter(model: model(nodes, inputs: [floatInput("x")], outputs: ["y", "inv"], initializers: [w]))
+        let plan = interp.releasePlan
+        XCTAssertEqual(plan.map(\.node), ["n0", "n1", "n2", "n3", "n4"])
+        XCTAssertEqual(plan.map(\.released), [["x"], [], ["a", "b"], ["c", "mean"], ["d"]])
+        let out = try interp.run(["x": value([2, 3])])
+        XCTAssertEqual(out["y"]?.shape, [2, 3])
+        XCTAssertEqual(out["inv"]?.shape, [2, 1])
     }
 }
