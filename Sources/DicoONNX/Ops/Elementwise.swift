@@ -25,43 +25,13 @@ let elementwisePreparers: [String: KernelPreparer] = {
         "Ceil": { ceilf($0) },
     ]
     for (name, f) in floatUnary {
-        t[name] = { spec in
-            try spec.allowAttributes([])
-            try spec.requireInputs(1, 1)
-            try spec.requireOutputs(1, 1)
-            return { inputs in [try mapFloats(try arg(inputs, 0), name, f)] }
-        }
+        t[name] = plainOp(1) { inputs in try mapFloats(try arg(inputs, 0), name, f) }
     }
-    t["Relu"] = { spec in
-        try spec.allowAttributes([])
-        try spec.requireInputs(1, 1)
-        try spec.requireOutputs(1, 1)
-        return { inputs in
-            let x = try arg(inputs, 0)
-            switch x.storage {
-            case let .f32(v): return [ONNXValue(unchecked: x.shape, .f32(v.map { $0 > 0 ? $0 : 0 }))]
-            case let .f64(v): return [ONNXValue(unchecked: x.shape, .f64(v.map { $0 > 0 ? $0 : 0 }))]
-            case let .i64(v): return [ONNXValue(unchecked: x.shape, .i64(v.map { max($0, 0) }))]
-            case let .i32(v): return [ONNXValue(unchecked: x.shape, .i32(v.map { max($0, 0) }))]
-            case .bool: throw OpFailure("input 0 is bool; Relu takes a number")
-            }
-        }
+    t["Relu"] = plainOp(1) { inputs in
+        try mapNumbers(try arg(inputs, 0), "Relu", { $0 > 0 ? $0 : 0 }, { $0 > 0 ? $0 : 0 }, { max($0, 0) }, { max($0, 0) })
     }
-    t["Neg"] = { spec in
-        try spec.allowAttributes([])
-        try spec.requireInputs(1, 1)
-        try spec.requireOutputs(1, 1)
-        return { inputs in
-            let x = try arg(inputs, 0)
-            switch x.storage {
-            case let .f32(v): return [ONNXValue(unchecked: x.shape, .f32(v.map { -$0 }))]
-            case let .f64(v): return [ONNXValue(unchecked: x.shape, .f64(v.map { -$0 }))]
-            case let .i64(v): return [ONNXValue(unchecked: x.shape, .i64(v.map { 0 &- $0 }))]
-            case let .i32(v): return [ONNXValue(unchecked: x.shape, .i32(v.map { 0 &- $0 }))]
-            case .bool: throw OpFailure("input 0 is bool; Neg takes a number")
-            }
-        }
-    }
+    // Integer negation wraps (INT64_MIN stays), as in C.
+    t["Neg"] = plainOp(1) { inputs in try mapNumbers(try arg(inputs, 0), "Neg", { -$0 }, { -$0 }, { 0 &- $0 }, { 0 &- $0 }) }
     t["Gelu"] = { spec in
         try spec.allowAttributes(["approximate"])
         try spec.requireInputs(1, 1)
@@ -79,57 +49,27 @@ let elementwisePreparers: [String: KernelPreparer] = {
         }
     }
     for op in ArithmeticOp.allCases {
-        t[op.rawValue] = { spec in
-            try spec.allowAttributes([])
-            try spec.requireInputs(2, 2)
-            try spec.requireOutputs(1, 1)
-            return { inputs in [try arithmetic(op, try arg(inputs, 0), try arg(inputs, 1))] }
-        }
+        t[op.rawValue] = plainOp(2) { inputs in try arithmetic(op, try arg(inputs, 0), try arg(inputs, 1)) }
     }
-    t["Pow"] = { spec in
-        try spec.allowAttributes([])
-        try spec.requireInputs(2, 2)
-        try spec.requireOutputs(1, 1)
-        return { inputs in [try power(try arg(inputs, 0), try arg(inputs, 1))] }
-    }
+    t["Pow"] = plainOp(2) { inputs in try power(try arg(inputs, 0), try arg(inputs, 1)) }
     for op in ComparisonOp.allCases {
-        t[op.rawValue] = { spec in
-            try spec.allowAttributes([])
-            try spec.requireInputs(2, 2)
-            try spec.requireOutputs(1, 1)
-            return { inputs in [try compare(op, try arg(inputs, 0), try arg(inputs, 1))] }
-        }
+        t[op.rawValue] = plainOp(2) { inputs in try compare(op, try arg(inputs, 0), try arg(inputs, 1)) }
     }
     for op in ["And", "Or", "Xor"] {
-        t[op] = { spec in
-            try spec.allowAttributes([])
-            try spec.requireInputs(2, 2)
-            try spec.requireOutputs(1, 1)
-            return { inputs in
-                let a = try arg(inputs, 0), b = try arg(inputs, 1)
-                guard case let .bool(x) = a.storage, case let .bool(y) = b.storage else { throw OpFailure("\(op) takes bool inputs, got \(a.dtype.rawValue) and \(b.dtype.rawValue)") }
-                let (s, v) = op == "And" ? try broadcastBinary(x, a.shape, y, b.shape) { $0 && $1 }
-                    : op == "Or" ? try broadcastBinary(x, a.shape, y, b.shape) { $0 || $1 } : try broadcastBinary(x, a.shape, y, b.shape) { $0 != $1 }
-                return [ONNXValue(unchecked: s, .bool(v))]
-            }
+        t[op] = plainOp(2) { inputs in
+            let a = try arg(inputs, 0), b = try arg(inputs, 1)
+            guard case let .bool(x) = a.storage, case let .bool(y) = b.storage else { throw OpFailure("\(op) takes bool inputs, got \(a.dtype.rawValue) and \(b.dtype.rawValue)") }
+            let (s, v) = op == "And" ? try broadcastBinary(x, a.shape, y, b.shape) { $0 && $1 }
+                : op == "Or" ? try broadcastBinary(x, a.shape, y, b.shape) { $0 || $1 } : try broadcastBinary(x, a.shape, y, b.shape) { $0 != $1 }
+            return ONNXValue(unchecked: s, .bool(v))
         }
     }
-    t["Not"] = { spec in
-        try spec.allowAttributes([])
-        try spec.requireInputs(1, 1)
-        try spec.requireOutputs(1, 1)
-        return { inputs in
-            let x = try arg(inputs, 0)
-            guard case let .bool(v) = x.storage else { throw OpFailure("input 0 is \(x.dtype.rawValue); Not takes bool") }
-            return [ONNXValue(unchecked: x.shape, .bool(v.map { !$0 }))]
-        }
+    t["Not"] = plainOp(1) { inputs in
+        let x = try arg(inputs, 0)
+        guard case let .bool(v) = x.storage else { throw OpFailure("input 0 is \(x.dtype.rawValue); Not takes bool") }
+        return ONNXValue(unchecked: x.shape, .bool(v.map { !$0 }))
     }
-    t["Where"] = { spec in
-        try spec.allowAttributes([])
-        try spec.requireInputs(3, 3)
-        try spec.requireOutputs(1, 1)
-        return { inputs in [try whereSelect(try arg(inputs, 0), try arg(inputs, 1), try arg(inputs, 2))] }
-    }
+    t["Where"] = plainOp(3) { inputs in try whereSelect(try arg(inputs, 0), try arg(inputs, 1), try arg(inputs, 2)) }
     t["Cast"] = { spec in
         try spec.allowAttributes(spec.opset >= 19 ? ["to", "saturate"] : ["to"])
         try spec.requireInputs(1, 1)
@@ -144,6 +84,18 @@ let elementwisePreparers: [String: KernelPreparer] = {
     }
     return t
 }()
+
+/// One function per numeric element type applied to every element; bool is refused.
+func mapNumbers(_ x: ONNXValue, _ op: String, _ f32: (Float) -> Float, _ f64: (Double) -> Double, _ i64: (Int64) -> Int64,
+                _ i32: (Int32) -> Int32) throws -> ONNXValue {
+    switch x.storage {
+    case let .f32(v): return ONNXValue(unchecked: x.shape, .f32(v.map(f32)))
+    case let .f64(v): return ONNXValue(unchecked: x.shape, .f64(v.map(f64)))
+    case let .i64(v): return ONNXValue(unchecked: x.shape, .i64(v.map(i64)))
+    case let .i32(v): return ONNXValue(unchecked: x.shape, .i32(v.map(i32)))
+    case .bool: throw OpFailure("input 0 is bool; \(op) takes a number")
+    }
+}
 
 /// `f` applied to every element of a float32 tensor.
 @inline(__always)

@@ -84,12 +84,7 @@ func gemm(_ av: ONNXValue, _ bv: ONNXValue, _ cv: ONNXValue?, alpha: Float, beta
     return ONNXValue(unchecked: [m, n], .f32(y))
 }
 
-private func prepareMatMul(_ spec: NodeSpec) throws -> Kernel {
-    try spec.allowAttributes([])
-    try spec.requireInputs(2, 2)
-    try spec.requireOutputs(1, 1)
-    return { inputs in [try matMul(try arg(inputs, 0), try arg(inputs, 1))] }
-}
+private let prepareMatMul = plainOp(2) { inputs in try matMul(try arg(inputs, 0), try arg(inputs, 1)) }
 
 /// numpy matmul: 1-D operands are promoted (and the added dimension removed from the result),
 /// leading batch dimensions broadcast.

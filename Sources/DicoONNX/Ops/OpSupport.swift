@@ -80,6 +80,16 @@ struct NodeSpec {
     }
 }
 
+/// The preparer of an op without attributes, with `arity` inputs and one output.
+func plainOp(_ arity: Int, _ run: @escaping ([ONNXValue?]) throws -> ONNXValue) -> KernelPreparer {
+    { spec in
+        try spec.allowAttributes([])
+        try spec.requireInputs(arity, arity)
+        try spec.requireOutputs(1, 1)
+        return { inputs in [try run(inputs)] }
+    }
+}
+
 /// Input `k`, which the preparer made sure is present.
 @inline(__always)
 func arg(_ inputs: [ONNXValue?], _ k: Int) throws -> ONNXValue {

@@ -27,12 +27,7 @@ private func prepareShape(_ spec: NodeSpec) throws -> Kernel {
     }
 }
 
-private func prepareSize(_ spec: NodeSpec) throws -> Kernel {
-    try spec.allowAttributes([])
-    try spec.requireInputs(1, 1)
-    try spec.requireOutputs(1, 1)
-    return { inputs in [ONNXValue(unchecked: [], .i64([Int64(try arg(inputs, 0).count)]))] }
-}
+private let prepareSize = plainOp(1) { inputs in ONNXValue(unchecked: [], .i64([Int64(try arg(inputs, 0).count)])) }
 
 private func prepareReshape(_ spec: NodeSpec) throws -> Kernel {
     try spec.allowAttributes(spec.opset >= 14 ? ["allowzero"] : [])
@@ -140,12 +135,7 @@ private func prepareUnsqueeze(_ spec: NodeSpec) throws -> Kernel {
     }
 }
 
-private func prepareIdentity(_ spec: NodeSpec) throws -> Kernel {
-    try spec.allowAttributes([])
-    try spec.requireInputs(1, 1)
-    try spec.requireOutputs(1, 1)
-    return { inputs in [try arg(inputs, 0)] }
-}
+private let prepareIdentity = plainOp(1) { inputs in try arg(inputs, 0) }
 
 private func prepareConstant(_ spec: NodeSpec) throws -> Kernel {
     try spec.requireInputs(0, 0)
