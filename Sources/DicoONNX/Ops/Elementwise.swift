@@ -4,6 +4,7 @@ import Glibc
 import Darwin
 #endif
 import DicoCore
+import Dispatch
 
 // Elementwise ops: float unary functions, arithmetic and comparisons with numpy
 // broadcasting, Where, logical ops and Cast. Float math runs in float32 with the C library
@@ -101,8 +102,26 @@ func mapNumbers(_ x: ONNXValue, _ op: String, _ f32: (Float) -> Float, _ f64: (D
 @inline(__always)
 func mapFloats(_ x: ONNXValue, _ op: String, _ f: (Float) -> Float) throws -> ONNXValue {
     let v = try requireFloats(x, "input 0 of \(op)")
-    return ONNXValue(unchecked: x.shape, .f32(v.map(f)))
+    let n = v.count
+    // Large tensors (DiCo's FFN activations under Erf or Gelu) in chunks over the CPUs; each
+    // element is computed alone, so the split does not change any result.
+    let chunks = n < mapFloatsSplitCount ? 1 : min(sgemmThreads, n / (mapFloatsSplitCount / 2))
+    guard chunks > 1 else { return ONNXValue(unchecked: x.shape, .f32(v.map(f))) }
+    let out: [Float] = v.withUnsafeBufferPointer { src in
+        makeArray(n) { (dst: UnsafeMutableBufferPointer<Float>) in
+            let step = (n + chunks - 1) / chunks
+            withoutActuallyEscaping(f) { f in
+                DispatchQueue.concurrentPerform(iterations: chunks) { c in
+                    for i in (c * step)..<min(n, (c + 1) * step) { (dst.baseAddress! + i).initialize(to: f(src[i])) }
+                }
+            }
+        }
+    }
+    return ONNXValue(unchecked: x.shape, .f32(out))
 }
+
+/// Below this many elements a float function runs on the calling thread.
+let mapFloatsSplitCount = 1 << 15
 
 enum ArithmeticOp: String, CaseIterable { case add = "Add", sub = "Sub", mul = "Mul", div = "Div" }
 
