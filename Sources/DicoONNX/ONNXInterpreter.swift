@@ -12,6 +12,9 @@ import DicoCore
 /// reader, so memory stays bounded by the live values.
 ///
 /// `run` reads only state fixed at construction, so concurrent runs on one instance are safe.
+/// Construction turns OpenBLAS's own threading off for the process, as `Executor` does: the
+/// sgemm calls are split over the CPUs by the interpreter, in blocks that do not depend on the
+/// thread count.
 public final class ONNXInterpreter: @unchecked Sendable {
     /// The default-domain opsets whose operator definitions the interpreter implements.
     public static let supportedOpsets: ClosedRange<Int64> = 11...21

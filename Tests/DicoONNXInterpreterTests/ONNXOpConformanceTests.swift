@@ -117,6 +117,8 @@ final class ONNXOpConformanceTests: XCTestCase {
         let (file, cases) = try loadOpCases()
         XCTAssertGreaterThan(cases.count, 100)
         var ops = Set<String>()
+        var worst: [String: (Double, String)] = [:]   // per check class: largest error and its case
+        func note(_ check: String, _ err: Double, _ name: String) { if err >= (worst[check]?.0 ?? -1) { worst[check] = (err, name) } }
         for c in cases {
             ops.insert(c.op)
             let (model, feeds) = try buildModel(c, file)
@@ -137,16 +139,22 @@ final class ONNXOpConformanceTests: XCTestCase {
                 switch c.check {
                 case "exact":
                     let same = zip(a, b).allSatisfy { $0 == $1 || ($0.isNaN && $1.isNaN) }
+                    note(c.check, same ? 0 : 1, c.name)
                     XCTAssertTrue(same, "\(c.name) output \(k): \(a.prefix(8)) vs onnxruntime \(b.prefix(8))")
                 case "elementwise":
-                    let worst = zip(a, b).map { abs($0 - $1) / max(abs($1), 1) }.max() ?? 0
-                    XCTAssertLessThanOrEqual(worst, elementwiseTolerance, "\(c.name) output \(k)")
+                    let err = zip(a, b).map { abs($0 - $1) / max(abs($1), 1) }.max() ?? 0
+                    note(c.check, err, c.name)
+                    XCTAssertLessThanOrEqual(err, elementwiseTolerance, "\(c.name) output \(k)")
                 case "l2":
+                    note(c.check, relativeL2(a, b), c.name)
                     XCTAssertLessThanOrEqual(relativeL2(a, b), l2Tolerance, "\(c.name) output \(k)")
                 default:
                     XCTFail("\(c.name): unknown check \(c.check)")
                 }
             }
+        }
+        for (check, (err, name)) in worst.sorted(by: { $0.key < $1.key }) {
+            print("\(check): largest error \(String(format: "%.2e", err)) (\(name))")
         }
         // Every op the DiCo exports use has at least one case.
         let dicoOps: Set<String> = ["Conv", "Gemm", "MatMul", "Gather", "Add", "Sub", "Mul", "Div", "Pow", "Sqrt", "Erf", "Gelu",
