@@ -145,6 +145,14 @@ final class ONNXInterpreterErrorTests: XCTestCase {
             try cos.run(["s": ints([1 << 62, 4])])
         }
         assertInvalid("m.onnx: node 'constantofshape' (ConstantOfShape): shape [-1] has a negative dimension") { try cos.run(["s": ints([-1])]) }
+        // No overflow, but more than any value may hold (2^33 elements).
+        assertInvalid("m.onnx: node 'constantofshape' (ConstantOfShape): shape [1048576, 8192] is too large") { try cos.run(["s": ints([1 << 20, 1 << 13])]) }
+        assertInvalid("m.onnx: node 'conv' (Conv, opset 17): dilations [1, 9223372036854775807] exceeds 16777216") {
+            try ONNXInterpreter(model: model([node("Conv", ["x", "w"], ["dilations": .ints([1, .max])])], inputs: [floatInput("x"), floatInput("w")], outputs: ["y"]))
+        }
+        assertInvalid("m.onnx: node 'depthtospace' (DepthToSpace, opset 17): blocksize 4294967296 must be in 1...65536") {
+            try ONNXInterpreter(model: model([node("DepthToSpace", ["x"], ["blocksize": .int(1 << 32)])], inputs: [floatInput("x")], outputs: ["y"]))
+        }
 
         let reshape = try ONNXInterpreter(model: model([node("Reshape", ["x", "s"])], inputs: [floatInput("x"), i64], outputs: ["y"]))
         assertInvalid("m.onnx: node 'reshape' (Reshape): shape [-1, -1] has more than one -1") { try reshape.run(["x": value([4]), "s": ints([-1, -1])]) }

@@ -18,6 +18,9 @@ struct ConvAttributes {
     var dilations: [Int]?
 }
 
+/// The largest kernel size, pad, stride or dilation accepted.
+let maxConvAttribute = 1 << 24
+
 private func prepareConv(_ spec: NodeSpec) throws -> Kernel {
     try spec.allowAttributes(["auto_pad", "dilations", "group", "kernel_shape", "pads", "strides"])
     try spec.requireInputs(2, 3)
@@ -32,6 +35,10 @@ private func prepareConv(_ spec: NodeSpec) throws -> Kernel {
     if let p = a.pads, p.count != 4 || p.contains(where: { $0 < 0 }) { throw OpFailure("pads \(p) must be 4 non-negative values (2-D convolution)") }
     if let s = a.strides, s.count != 2 || s.contains(where: { $0 < 1 }) { throw OpFailure("strides \(s) must be 2 positive values (2-D convolution)") }
     if let d = a.dilations, d.count != 2 || d.contains(where: { $0 < 1 }) { throw OpFailure("dilations \(d) must be 2 positive values (2-D convolution)") }
+    // Bounded so that the output-size arithmetic cannot overflow on hostile values.
+    for (name, v) in [("kernel_shape", a.kernelShape), ("pads", a.pads), ("strides", a.strides), ("dilations", a.dilations)] {
+        if let v, v.contains(where: { $0 > maxConvAttribute }) { throw OpFailure("\(name) \(v) exceeds \(maxConvAttribute)") }
+    }
     if let w = spec.constants[1], w.shape.count != 4 { throw OpFailure("weight has shape \(w.shape); only 2-D convolutions (rank-4 weights) are supported") }
     return { inputs in [try conv2d(try arg(inputs, 0), try arg(inputs, 1), optionalArg(inputs, 2), a)] }
 }

@@ -104,7 +104,8 @@ private func prepareBlockRearrange(_ spec: NodeSpec, toSpace: Bool) throws -> Ke
     try spec.requireOutputs(1, 1)
     guard spec.node.attributes["blocksize"] != nil else { throw OpFailure("attribute 'blocksize' is required") }
     let b = try spec.int("blocksize", default: 0)
-    guard b >= 1 else { throw OpFailure("blocksize \(b) must be positive") }
+    // The bound keeps blocksize² and the output sizes far from overflow.
+    guard b >= 1, b <= 1 << 16 else { throw OpFailure("blocksize \(b) must be in 1...65536") }
     let mode = try spec.string("mode", default: "DCR")
     guard mode == "DCR" || mode == "CRD" else { throw OpFailure("mode '\(mode)' is not DCR or CRD") }
     return { inputs in

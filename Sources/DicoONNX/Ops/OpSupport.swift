@@ -129,9 +129,13 @@ func normalizeAxes(_ axes: [Int], rank: Int, _ what: String = "axes") throws -> 
     return n
 }
 
-/// The product of `dims` with an overflow check.
+/// The most elements one value may have (16 GiB of float32): a hostile shape fails here
+/// instead of in the allocator.
+let maxValueElements = 1 << 32
+
+/// The product of `dims`, checked for overflow and against `maxValueElements`.
 func product<C: Collection>(_ dims: C) throws -> Int where C.Element == Int {
-    guard let n = checkedElementCount(Array(dims)) else { throw OpFailure("shape \(Array(dims)) is too large") }
+    guard let n = checkedElementCount(Array(dims)), n <= maxValueElements else { throw OpFailure("shape \(Array(dims)) is too large") }
     return n
 }
 
