@@ -19,11 +19,15 @@ public final class ONNXInterpreter: @unchecked Sendable {
     /// The default-domain opsets whose operator definitions the interpreter implements.
     public static let supportedOpsets: ClosedRange<Int64> = 11...21
 
-    public let model: ONNXModel
+    /// The model's path (the prefix of every error message). The interpreter keeps its own
+    /// converted copy of the weights, not the `ONNXModel`, so dropping the model frees its tensors.
+    public let modelPath: String
     /// The default-domain opset the model imports.
     public let opset: Int
     /// The graph outputs' names, in graph order.
     public let outputNames: [String]
+    /// The declared graph outputs, to check results against.
+    private let outputInfos: [ONNXValueInfo]
 
     private struct Step {
         let node: ONNXNode
@@ -49,7 +53,8 @@ public final class ONNXInterpreter: @unchecked Sendable {
     /// - Throws: `DicoError.invalidInput` naming the node, its op and the opset when a node
     ///   uses an unsupported op, domain or attribute, or reads a value nothing produces.
     public init(model: ONNXModel) throws {
-        self.model = model
+        modelPath = model.path
+        outputInfos = model.graph.outputs
         let path = model.path
         guard let opset = model.defaultOpset else { throw DicoError.invalid(path, "the model imports no ai.onnx opset") }
         guard Self.supportedOpsets.contains(opset) else {
@@ -148,7 +153,7 @@ public final class ONNXInterpreter: @unchecked Sendable {
 
     /// `run`, with the outputs in graph-output order.
     public func runOrdered(_ inputs: [String: ONNXValue]) throws -> [ONNXValue] {
-        let path = model.path
+        let path = modelPath
         var slots = [ONNXValue?](repeating: nil, count: slotCount)
         for (s, v) in constantSlots { slots[s] = v }
         let known = Set(inputSlots.map(\.info.name))
@@ -185,7 +190,7 @@ public final class ONNXInterpreter: @unchecked Sendable {
         }
         return try outputSlots.enumerated().map { k, s in
             guard let v = slots[s] else { throw DicoError(.internalError, "\(path): graph output '\(outputNames[k])' was not computed") }
-            if let dims = model.graph.outputs[k].shape, !conforms(v.shape, dims) {
+            if let dims = outputInfos[k].shape, !conforms(v.shape, dims) {
                 let producer = steps.first { $0.outputs.contains(s) }.map { " (computed by node '\($0.node.name)' (\($0.node.opType)))" } ?? ""
                 throw DicoError.invalid(path, "graph output '\(outputNames[k])' has shape \(v.shape), the graph declares \(describe(dims))\(producer)")
             }
