@@ -29,7 +29,8 @@ let package = Package(
         .target(name: "DicoModel", dependencies: ["DicoCore", "DicoIR", "DicoSafetensors"]),
         .target(name: "DicoQuant", dependencies: ["DicoCore"]),
         // ONNX import: the only user of the protobuf-c code.
-        .target(name: "DicoONNX", dependencies: ["DicoCore", "DicoIR", "CONNXProto", "CProtobufC"]),
+        // DicoRuntime for HostTensor conversions; OpenBLAS for the interpreter's sgemm kernels.
+        .target(name: "DicoONNX", dependencies: ["DicoCore", "DicoIR", "DicoRuntime", "COpenBLAS", "CONNXProto", "CProtobufC"]),
         .target(name: "DicoPasses", dependencies: ["DicoCore", "DicoIR"]),
         .target(name: "DicoFormat", dependencies: ["DicoCore", "DicoIR", "CZlib"]),
         .target(name: "DicoConversion", dependencies: [
@@ -52,6 +53,7 @@ let package = Package(
         .testTarget(name: "DicoFormatTests", dependencies: ["DicoFormat", "DicoConversion", "DicoPasses", "DicoSafetensors", "DicoModel", "DicoRuntime", "DicoIR", "DicoCore", "DicoQuant"]),
         // Imports CONNXProto only to build malformed models in memory (no Python needed).
         .testTarget(name: "DicoONNXTests", dependencies: ["DicoONNX", "DicoCore", "DicoSafetensors", "CONNXProto", "CProtobufC"]),
+        .testTarget(name: "DicoONNXInterpreterTests", dependencies: ["DicoONNX", "DicoRuntime", "DicoModel", "DicoSafetensors", "DicoCore"]),
         .testTarget(name: "CLITests", dependencies: ["DicoSafetensors", "DicoCore"]),
     ],
     swiftLanguageModes: [.v5]

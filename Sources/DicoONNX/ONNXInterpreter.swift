@@ -1,0 +1,241 @@
+import COpenBLAS
+import DicoCore
+
+/// Runs an `ONNXModel` as written: every node, in file order, on concrete values (the
+/// reference the verifier compares optimized graphs against).
+///
+/// Construction checks everything that can be checked without running: each node's domain,
+/// op and attributes are supported at the model's opset, and every input is produced by an
+/// earlier node or is an initializer or graph input. Initializers and `Constant` outputs are
+/// converted once, here. Running then evaluates node by node with real shapes, so a
+/// `Shape` node sees the runtime batch; each intermediate value is released after its last
+/// reader, so memory stays bounded by the live values.
+///
+/// `run` reads only state fixed at construction, so concurrent runs on one instance are safe.
+/// Construction turns OpenBLAS's own threading off for the process, as `Executor` does: the
+/// sgemm calls are split over the CPUs by the interpreter, in blocks that do not depend on the
+/// thread count.
+public final class ONNXInterpreter: @unchecked Sendable {
+    /// The default-domain opsets whose operator definitions the interpreter implements.
+    public static let supportedOpsets: ClosedRange<Int64> = 11...21
+
+    /// The model's path (the prefix of every error message). The interpreter keeps its own
+    /// converted copy of the weights, not the `ONNXModel`, so dropping the model frees its tensors.
+    public let modelPath: String
+    /// The default-domain opset the model imports.
+    public let opset: Int
+    /// The graph outputs' names, in graph order.
+    public let outputNames: [String]
+    /// The declared graph outputs, to check results against.
+    private let outputInfos: [ONNXValueInfo]
+
+    private struct Step {
+        let node: ONNXNode
+        let kernel: Kernel
+        /// Value slots of the inputs (nil for an omitted optional input) and outputs (nil for
+        /// an omitted optional output).
+        let inputs: [Int?]
+        let outputs: [Int?]
+        /// Slots whose last reader is this step: released after it runs.
+        var releases: [Int] = []
+    }
+
+    private var steps: [Step] = []
+    /// Slots holding initializers and constant-node outputs.
+    private var constantSlots: [Int: ONNXValue] = [:]
+    private var inputSlots: [(info: ONNXValueInfo, slot: Int)] = []
+    private var outputSlots: [Int] = []
+    /// Value names by slot.
+    private var slotNames: [String] = []
+    private var slotCount: Int { slotNames.count }
+
+    /// Prepares `model` for running.
+    /// - Throws: `DicoError.invalidInput` naming the node, its op and the opset when a node
+    ///   uses an unsupported op, domain or attribute, or reads a value nothing produces.
+    public init(model: ONNXModel) throws {
+        modelPath = model.path
+        outputInfos = model.graph.outputs
+        let path = model.path
+        guard let opset = model.defaultOpset else { throw DicoError.invalid(path, "the model imports no ai.onnx opset") }
+        guard Self.supportedOpsets.contains(opset) else {
+            throw DicoError.invalid(path, "ai.onnx opset \(opset) is not supported (the interpreter implements opsets \(Self.supportedOpsets.lowerBound) to \(Self.supportedOpsets.upperBound))")
+        }
+        self.opset = Int(opset)
+        // The sgemm driver splits work itself; OpenBLAS threads on top would oversubscribe
+        // (the same process-wide setting the IR executor makes).
+        openblas_set_num_threads(1)
+        let graph = model.graph
+        outputNames = graph.outputs.map(\.name)
+
+        var slotOf: [String: Int] = [:]
+        func newSlot(_ name: String) -> Int {
+            slotNames.append(name)
+            slotOf[name] = slotNames.count - 1
+            return slotNames.count - 1
+        }
+        for i in graph.initializers {
+            let s = newSlot(i.name)
+            do { constantSlots[s] = try ONNXValue(i.tensor) } catch let e as DicoError {
+                throw DicoError.invalid(path, "initializer '\(i.name)': \(e.message)")
+            }
+        }
+        for v in graph.inputs {
+            guard slotOf[v.name] == nil else { throw DicoError.invalid(path, "graph input '\(v.name)' is also an initializer or listed twice") }
+            inputSlots.append((v, newSlot(v.name)))
+        }
+
+        for (index, node) in graph.nodes.enumerated() {
+            let label = "node '\(node.name)' (\(node.opType), opset \(opset))"
+            guard node.domain.isEmpty || node.domain == "ai.onnx" else {
+                throw DicoError.invalid(path, "\(label): domain '\(node.domain)' is not supported (only the default ai.onnx domain is)")
+            }
+            guard let prepare = onnxKernelPreparers[node.opType] else {
+                throw DicoError.invalid(path, "\(label): operator \(node.opType) is not supported")
+            }
+            var inputs: [Int?] = []
+            var constants: [Int: ONNXValue] = [:]
+            for (k, name) in node.inputs.enumerated() {
+                if name.isEmpty { inputs.append(nil); continue }
+                guard let s = slotOf[name] else {
+                    throw DicoError.invalid(path, "\(label): input \(k) '\(name)' is not an initializer, a graph input or the output of an earlier node")
+                }
+                inputs.append(s)
+                if let c = constantSlots[s] { constants[k] = c }
+            }
+            let kernel: Kernel
+            do {
+                kernel = try prepare(NodeSpec(node: node, opset: Int(opset), constants: constants))
+            } catch let f as OpFailure {
+                throw DicoError.invalid(path, "\(label): \(f.message)")
+            }
+            var outputs: [Int?] = []
+            for name in node.outputs {
+                if name.isEmpty { outputs.append(nil); continue }
+                guard slotOf[name] == nil else { throw DicoError.invalid(path, "\(label): output '\(name)' is already defined (node #\(index))") }
+                outputs.append(newSlot(name))
+            }
+            // A Constant is evaluated now, once; its output becomes a constant slot.
+            if node.opType == "Constant" {
+                do {
+                    constantSlots[outputs[0]!] = try kernel([])[0]
+                } catch let f as OpFailure {
+                    throw DicoError.invalid(path, "\(label): \(f.message)")
+                }
+                continue
+            }
+            steps.append(Step(node: node, kernel: kernel, inputs: inputs, outputs: outputs))
+        }
+        for o in graph.outputs {
+            guard let s = slotOf[o.name] else { throw DicoError.invalid(path, "graph output '\(o.name)' is not produced by any node, input or initializer") }
+            outputSlots.append(s)
+        }
+
+        // Last readers: a slot is released after its last step, unless it is a constant (kept
+        // for every run) or a graph output.
+        var last: [Int: Int] = [:]
+        for (i, step) in steps.enumerated() { for case let s? in step.inputs { last[s] = i } }
+        let kept = Set(outputSlots).union(constantSlots.keys)
+        for (s, i) in last where !kept.contains(s) { steps[i].releases.append(s) }
+        // Outputs no one reads (an unused LayerNormalization Mean, say) are dropped at once.
+        for i in steps.indices {
+            for case let s? in steps[i].outputs where last[s] == nil && !kept.contains(s) { steps[i].releases.append(s) }
+        }
+    }
+
+    /// Runs the graph on `inputs` (by graph-input name) and returns every graph output by name.
+    /// - Throws: `DicoError.invalidInput`: "<model path>: input '<name>' ..." for a missing,
+    ///   unknown or mistyped input, and "<model path>: node '<name>' (<op>): <what>" when a
+    ///   node cannot run on the values it gets (shapes that disagree, indices out of range).
+    public func run(_ inputs: [String: ONNXValue]) throws -> [String: ONNXValue] {
+        let ordered = try runOrdered(inputs)
+        return Dictionary(zip(outputNames, ordered), uniquingKeysWith: { a, _ in a })
+    }
+
+    /// `run`, with the outputs in graph-output order.
+    public func runOrdered(_ inputs: [String: ONNXValue]) throws -> [ONNXValue] {
+        let path = modelPath
+        var slots = [ONNXValue?](repeating: nil, count: slotCount)
+        for (s, v) in constantSlots { slots[s] = v }
+        let known = Set(inputSlots.map(\.info.name))
+        for name in inputs.keys.sorted() where !known.contains(name) {
+            throw DicoError.invalid(path, "input '\(name)' is not an input of the graph (inputs: \(inputSlots.map(\.info.name).joined(separator: ", ")))")
+        }
+        // Inputs must have the declared element type, rank and fixed dimensions, as in
+        // onnxruntime: a static-shape export may compute other shapes without any node
+        // failing (the legacy exporter writes -1 batches into its Reshape constants), and its
+        // result would then not be the model's.
+        for (info, s) in inputSlots {
+            guard let v = inputs[info.name] else { throw DicoError.invalid(path, "input '\(info.name)' is missing") }
+            if let t = info.elementType, t.logicalFloat != v.dtype {
+                throw DicoError.invalid(path, "input '\(info.name)' is \(v.dtype.rawValue), the graph declares \(t.rawValue)")
+            }
+            if let dims = info.shape, !conforms(v.shape, dims) {
+                throw DicoError.invalid(path, "input '\(info.name)' has shape \(v.shape), the graph declares \(describe(dims))\(firstReader(s))")
+            }
+            slots[s] = v
+        }
+        for step in steps {
+            let args = step.inputs.map { $0.flatMap { slots[$0] } }
+            let results: [ONNXValue]
+            do {
+                results = try step.kernel(args)
+            } catch let f as OpFailure {
+                throw DicoError.invalid(path, "node '\(step.node.name)' (\(step.node.opType)): \(f.message)")
+            }
+            guard results.count >= step.outputs.count else {
+                throw DicoError(.internalError, "\(path): node '\(step.node.name)' (\(step.node.opType)): kernel returned \(results.count) outputs for \(step.outputs.count)")
+            }
+            for (k, s) in step.outputs.enumerated() { if let s { slots[s] = results[k] } }
+            for s in step.releases { slots[s] = nil }
+        }
+        return try outputSlots.enumerated().map { k, s in
+            guard let v = slots[s] else { throw DicoError(.internalError, "\(path): graph output '\(outputNames[k])' was not computed") }
+            if let dims = outputInfos[k].shape, !conforms(v.shape, dims) {
+                let producer = steps.first { $0.outputs.contains(s) }.map { " (computed by node '\($0.node.name)' (\($0.node.opType)))" } ?? ""
+                throw DicoError.invalid(path, "graph output '\(outputNames[k])' has shape \(v.shape), the graph declares \(describe(dims))\(producer)")
+            }
+            return v
+        }
+    }
+
+    /// Per step (Constant nodes excluded), the node's name and the values released after it,
+    /// sorted: the memory plan, for tests.
+    var releasePlan: [(node: String, released: [String])] {
+        steps.map { ($0.node.name, $0.releases.map { slotNames[$0] }.sorted()) }
+    }
+
+    /// Whether `shape` has the declared rank and every fixed dimension of `dims`.
+    private func conforms(_ shape: [Int], _ dims: [ONNXDim]) -> Bool {
+        guard shape.count == dims.count else { return false }
+        for (d, actual) in zip(dims, shape) { if case let .value(c) = d, c != Int64(actual) { return false } }
+        return true
+    }
+
+    /// "; first read by node ..." for a slot, to say where a refused input would have gone.
+    private func firstReader(_ slot: Int) -> String {
+        guard let step = steps.first(where: { $0.inputs.contains(slot) }) else { return "" }
+        return "; first read by node '\(step.node.name)' (\(step.node.opType)): the export has fixed shapes there, re-export with dynamic axes to run other shapes"
+    }
+
+    private func describe(_ dims: [ONNXDim]) -> String {
+        "[" + dims.map { d -> String in
+            switch d {
+            case let .value(v): return "\(v)"
+            case let .param(p): return p
+            case .unknown: return "?"
+            }
+        }.joined(separator: ", ") + "]"
+    }
+}
+
+extension DType {
+    /// The element type an interpreter value of this declared type has (float16 and
+    /// bfloat16 are computed as float32; narrow integers as int32).
+    var logicalFloat: DType {
+        switch self {
+        case .f16, .bf16: return .f32
+        case .i16, .i8, .u8: return .i32
+        default: return self
+        }
+    }
+}
