@@ -34,7 +34,7 @@ let package = Package(
         .target(name: "DicoPasses", dependencies: ["DicoCore", "DicoIR"]),
         .target(name: "DicoFormat", dependencies: ["DicoCore", "DicoIR", "CZlib"]),
         .target(name: "DicoConversion", dependencies: [
-            "DicoCore", "DicoIR", "DicoModel", "DicoSafetensors", "DicoQuant", "DicoFormat", "DicoPasses", "DicoRuntime",
+            "DicoCore", "DicoIR", "DicoModel", "DicoSafetensors", "DicoQuant", "DicoFormat", "DicoPasses", "DicoRuntime", "DicoONNX",
             .product(name: "Crypto", package: "swift-crypto"),
         ]),
         .target(name: "DicoRuntime", dependencies: ["DicoCore", "DicoIR", "COpenBLAS"],
@@ -53,6 +53,7 @@ let package = Package(
         .testTarget(name: "DicoFormatTests", dependencies: ["DicoFormat", "DicoConversion", "DicoPasses", "DicoSafetensors", "DicoModel", "DicoRuntime", "DicoIR", "DicoCore", "DicoQuant"]),
         // Imports CONNXProto only to build malformed models in memory (no Python needed).
         .testTarget(name: "DicoONNXTests", dependencies: ["DicoONNX", "DicoCore", "DicoSafetensors", "CONNXProto", "CProtobufC"]),
+        .testTarget(name: "ONNXImportTests", dependencies: ["DicoConversion", "DicoONNX", "DicoModel", "DicoRuntime", "DicoIR", "DicoSafetensors", "DicoCore"]),
         .testTarget(name: "DicoONNXInterpreterTests", dependencies: ["DicoONNX", "DicoRuntime", "DicoModel", "DicoSafetensors", "DicoCore"]),
         .testTarget(name: "CLITests", dependencies: ["DicoSafetensors", "DicoCore"]),
     ],

@@ -2,11 +2,12 @@ import DicoCore
 import DicoFormat
 import DicoIR
 import DicoModel
+import DicoONNX
 
 /// A model opened from any supported file, ready to inspect, run or convert.
 public struct LoadedModel: @unchecked Sendable {
     /// The file formats a model can come from.
-    public enum Format: String, Sendable { case safetensors, dico }
+    public enum Format: String, Sendable { case safetensors, dico, onnx }
 
     public let path: String
     public let format: Format
@@ -24,9 +25,13 @@ public struct LoadedModel: @unchecked Sendable {
     public let weights: DiCoWeights?
     /// Size of the file in bytes.
     public let sourceSize: Int
+    /// The parsed ONNX model as written (nil unless `format` is `.onnx`): what the verifier runs
+    /// as the original, op by op.
+    public var onnx: ONNXModel? = nil
 
-    /// Opens `path`, choosing the reader by the file's first bytes: the `.dico` magic, else
-    /// safetensors.
+    /// Opens `path`, choosing the reader by the file's first bytes: the `.dico` magic, an
+    /// ONNX protobuf (a `.onnx` name, or a first byte that is ModelProto's `ir_version` tag where
+    /// safetensors would have its header length), else safetensors.
     /// - Throws: `DicoError.io` when the file cannot be read; `DicoError.invalidInput` naming
     ///   the file and what is wrong.
     /// - Parameter checkValues: scan safetensors weights for NaN and Inf (conversion turns
@@ -43,6 +48,7 @@ public struct LoadedModel: @unchecked Sendable {
             return LoadedModel(path: path, format: .dico, graph: f.graph, config: config, tensorCount: f.tensors.count,
                                bytesByDType: bytes, notes: [], provenance: f.provenance, weights: nil, sourceSize: f.file.size)
         }
+        if isONNX(path) { return try openONNX(path, checkValues: checkValues) }
         let m = try DiCoModelFile.load(path, checkValues: checkValues)
         var bytes: [String: Int] = [:]
         for t in m.file.tensors { bytes[t.dtype.safetensorsName, default: 0] += t.byteCount }
@@ -50,5 +56,37 @@ public struct LoadedModel: @unchecked Sendable {
         if !m.weights.strippedPrefix.isEmpty { notes.insert("stripped the name prefix '\(m.weights.strippedPrefix)'", at: 0) }
         return LoadedModel(path: path, format: .safetensors, graph: m.graph, config: m.weights.config, tensorCount: m.file.tensors.count,
                            bytesByDType: bytes, notes: notes, provenance: nil, weights: m.weights, sourceSize: m.file.file.size)
+    }
+}
+
+extension LoadedModel {
+    /// Whether `path` should be read as ONNX: its name ends in `.onnx`, or its first byte is
+    /// 0x08 (field 1, varint: `ModelProto.ir_version`) and its ninth is not the `{` that opens
+    /// a safetensors header.
+    static func isONNX(_ path: String) -> Bool {
+        if path.lowercased().hasSuffix(".onnx") { return true }
+        guard let f = try? MappedFile(path: path), f.size >= 9, let b = f.base else { return false }
+        return b.load(as: UInt8.self) == 0x08 && b.load(fromByteOffset: 8, as: UInt8.self) != UInt8(ascii: "{")
+    }
+
+    /// Opens an ONNX export of DiCo: parse (protobuf-c), then canonicalize (recognize the
+    /// state-dict initializers, build the canonical graph, prove it computes what the ONNX graph
+    /// computes). See `ONNXCanonicalizer`.
+    static func openONNX(_ path: String, checkValues: Bool) throws -> LoadedModel {
+        let onnx = try ONNXModel.load(path: path)
+        let canonical: ONNXCanonicalizer.Canonical
+        do {
+            canonical = try ONNXCanonicalizer.canonicalize(onnx, checkValues: checkValues)
+        } catch let e as ONNXCanonicalizer.NotDiCo {
+            throw DicoError.invalid(path, "ONNX model is not a DiCo export: \(e.reason)")
+        }
+        var bytes: [String: Int] = [:]
+        for i in onnx.graph.initializers { bytes[i.tensor.dtype.safetensorsName, default: 0] += i.tensor.byteCount }
+        let size = (try? MappedFile(path: path).size) ?? 0
+        var m = LoadedModel(path: path, format: .onnx, graph: canonical.graph, config: canonical.weights.config,
+                            tensorCount: onnx.graph.initializers.count, bytesByDType: bytes, notes: canonical.notes,
+                            provenance: nil, weights: canonical.weights, sourceSize: size)
+        m.onnx = onnx
+        return m
     }
 }

@@ -1,0 +1,165 @@
+import DicoCore
+import DicoIR
+import DicoModel
+import DicoONNX
+import DicoRuntime
+
+/// Canonicalization of an ONNX model into the DiCo IR.
+///
+/// Every torch export of DiCo seen (the legacy exporter at opsets 13 and 17, the dynamo
+/// exporter at opset 18 and later) keeps the state-dict names on the weight initializers, but
+/// spells the computation in very different op sequences (decomposed or fused LayerNorm,
+/// erf-GELU or `Gelu`, `Slice` or `Split` for the adaLN chunks, shape arithmetic around every
+/// reshape). Rather than rewriting each spelling op by op, canonicalization works in two steps
+/// that do not depend on the spelling:
+///
+/// 1. **Recognize** the weights: the initializers whose names DiCo's state dict uses go through
+///    the same recognizer as a safetensors file (configuration, every tensor's shape, NaN/Inf),
+///    and the canonical graph is built from them by the same builder. So the two paths meet in
+///    one graph by construction: same ops in the same order, same shapes, same weight values.
+/// 2. **Prove** that the ONNX graph computes that function: the faithful ONNX graph (run by the
+///    ONNX interpreter, op by op as written) and the canonical graph (run by the executor) are
+///    evaluated on seeded probe inputs, and must agree within `proofTolerance`. A graph that
+///    names its weights like DiCo but computes something else (a modified block, a transposed
+///    weight the exporter renamed, a different epsilon) fails the proof and is imported as a
+///    generic ONNX graph instead, with a note saying why.
+///
+/// The proof runs at a small latent (8x8, or the export's static size) so it costs a fraction
+/// of one forward pass at 32x32.
+public enum ONNXCanonicalizer {
+    /// Relative L2 bound of the proof. fp32 evaluation of the same function in two op orders
+    /// differs by about 1e-6 on DiCo (float rounding, GELU approximations within 1.1e-6); a
+    /// wrong op (a transposed weight, a missing `1 +`) moves the output by 1e-2 or more.
+    public static let proofTolerance = 1e-4
+
+    /// The result for a DiCo export.
+    public struct Canonical: @unchecked Sendable {
+        public let weights: DiCoWeights
+        public let graph: Graph
+        /// The names of the ONNX graph inputs bound to the canonical inputs x, t, y.
+        public let inputNames: [String]
+        /// Relative L2 difference measured by the proof.
+        public let proofDifference: Double
+        public let notes: [String]
+    }
+
+    /// Why a model was not canonicalized as DiCo (shown as a note; the model then imports as a
+    /// generic ONNX graph).
+    public struct NotDiCo: Error, Sendable {
+        public let reason: String
+    }
+}
+
+extension ONNXCanonicalizer {
+    /// Canonicalizes `model` as DiCo.
+    /// - Throws: `NotDiCo` when the model is not a DiCo export (the reason says what is
+    ///   missing or what differs); `DicoError` for a DiCo export whose weights are invalid
+    ///   (NaN, a wrong shape), naming the tensor.
+    public static func canonicalize(_ model: ONNXModel, threads: Int = Executor.defaultThreads,
+                                    checkValues: Bool = true) throws -> Canonical {
+        let path = model.path
+        let inits = model.graph.initializers
+        var shapes: [String: [Int]] = [:]
+        for i in inits { shapes[i.name] = i.tensor.shape }
+        // The state-dict anchors decide whether this is meant to be DiCo at all.
+        let config: DiCoConfig
+        do { config = try DiCoRecognizer.inferConfig(shapes: shapes, file: path) } catch let e as DicoError {
+            throw NotDiCo(reason: e.message.replacingOccurrences(of: "\(path): ", with: ""))
+        }
+        // Exporters add their own initializers (shape constants, axes); only the state-dict
+        // names go to the recognizer, which then requires every one of them.
+        let expected = Set(config.expectedTensors.map(\.name))
+        let named = inits.filter { expected.contains($0.name) }.map { (name: $0.name, data: $0.tensor) }
+        let weights = try DiCoRecognizer.recognize(named, file: path, checkValues: checkValues)
+        let graph = try DiCoGraphBuilder.build(weights)
+        let binding = try bindInputs(model, config: config)
+        let diff = try prove(model, canonical: graph, config: config, binding: binding, threads: threads)
+        guard diff <= proofTolerance else {
+            throw NotDiCo(reason: "its initializers are a DiCo state dict, but the graph computes something else: relative L2 difference \(formatted(diff)) from the DiCo forward pass on probe inputs (bound \(proofTolerance))")
+        }
+        var notes = ["ONNX \(model.producerName) \(model.producerVersion) export, opset \(model.defaultOpset ?? 0), \(model.graph.nodes.count) nodes: canonicalized as DiCo (probe relative L2 \(formatted(diff)))"]
+        let extra = inits.count - named.count
+        if extra > 0 { notes.append("\(extra) exporter constant\(extra == 1 ? "" : "s") (shapes, axes) not needed by the canonical graph") }
+        return Canonical(weights: weights, graph: graph, inputNames: binding.names, proofDifference: diff, notes: notes)
+    }
+
+    static func formatted(_ v: Double) -> String { String(format: "%.2e", v) }
+
+    /// The graph inputs in DiCo's order x, t, y, with the sizes to probe at: the export's
+    /// static sizes where it has them, else batch 2 at 8x8.
+    struct Binding {
+        var names: [String]
+        var batch: Int, height: Int, width: Int
+        var tIsInteger: Bool
+    }
+
+    static func bindInputs(_ model: ONNXModel, config: DiCoConfig) throws -> Binding {
+        let ins = model.graph.inputs
+        guard ins.count == 3 else {
+            throw NotDiCo(reason: "DiCo takes three inputs (x, t, y); the graph has \(ins.count): \(ins.map(\.name))")
+        }
+        func dims(_ v: ONNXValueInfo) -> [Int?]? {
+            v.shape.map { $0.map { if case .value(let n) = $0, n > 0, n <= 1 << 16 { return Int(n) } else { return nil } } }
+        }
+        guard let xd = dims(ins[0]), xd.count == 4, xd[1] == nil || xd[1] == config.inChannels,
+              ins[0].elementType == nil || ins[0].elementType == .f32 else {
+            throw NotDiCo(reason: "input '\(ins[0].name)' is not a float32 [N,\(config.inChannels),H,W] latent")
+        }
+        guard let td = dims(ins[1]), td.count == 1, let tType = ins[1].elementType, [.f32, .i64, .i32, .f64].contains(tType) else {
+            throw NotDiCo(reason: "input '\(ins[1].name)' is not a rank-1 timestep vector")
+        }
+        guard let yd = dims(ins[2]), yd.count == 1, let yType = ins[2].elementType, [.i64, .i32].contains(yType) else {
+            throw NotDiCo(reason: "input '\(ins[2].name)' is not a rank-1 integer class vector")
+        }
+        let batch = xd[0] ?? td[0] ?? yd[0] ?? 2
+        return Binding(names: ins.map(\.name), batch: batch, height: xd[2] ?? 8, width: xd[3] ?? 8, tIsInteger: tType != .f32 && tType != .f64)
+    }
+}
+
+extension ONNXCanonicalizer {
+    /// Runs the ONNX graph as written and the canonical graph on the same seeded probe and
+    /// returns the relative L2 difference of their outputs.
+    static func prove(_ model: ONNXModel, canonical: Graph, config: DiCoConfig, binding b: Binding, threads: Int) throws -> Double {
+        let n = b.batch, count = n * config.inChannels * b.height * b.width
+        // A fixed, seeded probe: unit-scale latents, timesteps at both ends and inside, labels
+        // that include the null class (the unconditional half of guidance).
+        var state: UInt64 = 0x9E37_79B9_7F4A_7C15
+        func next() -> Float {
+            state &+= 0x9E37_79B9_7F4A_7C15
+            var z = state
+            z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+            z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+            z ^= z >> 31
+            return Float(z >> 40) / Float(1 << 24) * 4 - 2
+        }
+        let x = (0..<count).map { _ in next() }
+        let tValues: [Int64] = (0..<n).map { i in Int64([999, 0, 500, 250, 750, 37][i % 6]) }
+        let rows = config.numClasses + (config.hasNullClass ? 1 : 0)
+        let yValues: [Int64] = (0..<n).map { i in Int64(i == 1 ? rows - 1 : (i * 7) % rows) }
+        let xShape = [n, config.inChannels, b.height, b.width]
+
+        guard let xv = ONNXValue(shape: xShape, floats: x), let yv = ONNXValue(shape: [n], int64s: yValues),
+              let tv = b.tIsInteger ? ONNXValue(shape: [n], int64s: tValues) : ONNXValue(shape: [n], floats: tValues.map(Float.init)) else {
+            throw DicoError(.internalError, "ONNX canonicalization: probe tensors do not fit their shapes")
+        }
+        let onnxOut = try ONNXInterpreter(model: model).runOrdered([b.names[0]: xv, b.names[1]: tv, b.names[2]: yv])
+        guard let first = onnxOut.first, let theirs = first.floats else {
+            throw NotDiCo(reason: "the graph's first output is not a float32 tensor")
+        }
+        let ours = try Executor(graph: canonical, threads: threads).run([
+            "x": HostTensor(shape: xShape, floats: x),
+            "t": HostTensor(shape: [n], floats: tValues.map(Float.init)),
+            "y": HostTensor(shape: [n], int64s: yValues),
+        ])[0]
+        guard first.shape == ours.shape, let mine = ours.floats else {
+            throw NotDiCo(reason: "the graph's output has shape \(first.shape), the DiCo forward pass gives \(ours.shape)")
+        }
+        var num = 0.0, den = 0.0
+        for i in mine.indices {
+            let d = Double(theirs[i]) - Double(mine[i])
+            num += d * d
+            den += Double(mine[i]) * Double(mine[i])
+        }
+        return den > 0 ? (num / den).squareRoot() : (num > 0 ? .infinity : 0)
+    }
+}

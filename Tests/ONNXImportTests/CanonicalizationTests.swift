@@ -1,0 +1,147 @@
+import DicoConversion
+import DicoCore
+import DicoIR
+import DicoModel
+import DicoONNX
+import DicoRuntime
+import DicoSafetensors
+import Foundation
+import XCTest
+
+/// ONNX exports of the tiny fixture (Fixtures/make_onnx_fixtures.py: legacy exporter at opsets
+/// 13 and 17, dynamo exporter with external data) must import into the very graph the
+/// safetensors path builds from the same weights, and convert to `.dico` files that run at
+/// other batch sizes.
+final class CanonicalizationTests: XCTestCase {
+    static let fixtures = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+        .deletingLastPathComponent().appendingPathComponent("Fixtures").path
+    static let exports = ["tiny_opset13.onnx", "tiny_opset17.onnx", "tiny_dynamo.onnx"]
+
+    static func tempDir() throws -> String {
+        let p = FileManager.default.temporaryDirectory.appendingPathComponent("dico-onnx-\(getpid())-\(UUID().uuidString)").path
+        try FileManager.default.createDirectory(atPath: p, withIntermediateDirectories: false)
+        return p
+    }
+
+    /// Structural equality: same ops in the same order with the same attributes, the same
+    /// value types, the same inputs and outputs, and constants with the same names, dtypes,
+    /// shapes and bytes.
+    func assertSameGraph(_ a: Graph, _ b: Graph, _ label: String, file: StaticString = #filePath, line: UInt = #line) {
+        XCTAssertEqual(a.nodes.count, b.nodes.count, "\(label): node count", file: file, line: line)
+        XCTAssertEqual(a.values.count, b.values.count, "\(label): value count", file: file, line: line)
+        for (x, y) in zip(a.nodes, b.nodes) {
+            XCTAssertEqual(x.op, y.op, "\(label): node '\(x.name)' vs '\(y.name)'", file: file, line: line)
+            XCTAssertEqual(x.inputs, y.inputs, "\(label): inputs of '\(x.name)'", file: file, line: line)
+            XCTAssertEqual(x.output, y.output, "\(label): output of '\(x.name)'", file: file, line: line)
+        }
+        XCTAssertEqual(a.inputs, b.inputs, file: file, line: line)
+        XCTAssertEqual(a.outputs, b.outputs, file: file, line: line)
+        for (i, (x, y)) in zip(a.values, b.values).enumerated() {
+            XCTAssertEqual(x.name, y.name, "\(label): value %\(i)", file: file, line: line)
+            XCTAssertEqual(x.type, y.type, "\(label): type of '\(x.name)'", file: file, line: line)
+            let cx = a.constant(ValueID(i)), cy = b.constant(ValueID(i))
+            XCTAssertEqual(cx == nil, cy == nil, "\(label): '\(x.name)' constant in one graph only", file: file, line: line)
+            if let cx, let cy {
+                XCTAssertEqual(cx.dtype, cy.dtype, "\(label): dtype of '\(x.name)'", file: file, line: line)
+                XCTAssertEqual(cx.shape, cy.shape, "\(label): shape of '\(x.name)'", file: file, line: line)
+                XCTAssertTrue(cx.byteCount == cy.byteCount && memcmp(cx.bytes.baseAddress!, cy.bytes.baseAddress!, cx.byteCount) == 0,
+                              "\(label): values of '\(x.name)' differ", file: file, line: line)
+            }
+        }
+    }
+
+    func testEveryExportCanonicalizesToTheSafetensorsGraph() throws {
+        let reference = try LoadedModel.open("\(Self.fixtures)/tiny.safetensors")
+        for name in Self.exports {
+            let m = try LoadedModel.open("\(Self.fixtures)/\(name)")
+            XCTAssertEqual(m.format, .onnx, name)
+            XCTAssertEqual(m.config, reference.config, name)
+            XCTAssertEqual(m.config.parameterCount, 677_576, name)
+            XCTAssertNotNil(m.onnx, name)
+            assertSameGraph(m.graph, reference.graph, name)
+            // The state-dict names survive: every canonical weight is an initializer of the export.
+            let initNames = Set(m.onnx!.graph.initializers.map(\.name))
+            XCTAssertTrue(m.graph.constantIDs.allSatisfy { initNames.contains(m.graph[$0].name) }, name)
+        }
+    }
+
+    /// The canonical graph of each export against PyTorch's output at the exported shape.
+    /// 1e-5 relative L2 as for the safetensors path: the executor's floor against PyTorch fp32
+    /// is about 1e-6 (Fixtures/README.md).
+    func testCanonicalGraphMatchesPyTorch() throws {
+        let ref = try SafetensorsFile(path: "\(Self.fixtures)/tiny_onnx_ref.safetensors")
+        let x = ref.tensor("x")!, t = ref.tensor("t")!, y = ref.tensor("y")!, out = ref.tensor("out")!.floats()
+        for name in Self.exports {
+            let m = try LoadedModel.open("\(Self.fixtures)/\(name)")
+            let got = try Executor(graph: m.graph, threads: 2).run([
+                "x": HostTensor(shape: x.shape, floats: x.floats()), "t": HostTensor(shape: t.shape, floats: t.floats()),
+                "y": HostTensor(shape: y.shape, int64s: y.int64s()!),
+            ])[0]
+            XCTAssertEqual(got.shape, out.isEmpty ? [] : ref.tensor("out")!.shape)
+            XCTAssertLessThan(relL2(got.floats!, out), 1e-5, name)
+        }
+    }
+
+    /// Converted from ONNX, the `.dico` runs at batch 3 and 16x12 (the opset-13 export has a
+    /// static batch of 2 and 8x8 baked in, the dynamo one 8x8) and gives exactly what the
+    /// `.dico` converted from safetensors gives: the two files hold the same graph and weights.
+    func testConvertedDicoRunsAtOtherBatch() throws {
+        let dir = try Self.tempDir()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        func convert(_ input: String, _ out: String) throws -> [Float] {
+            _ = try Converter.convert(input: input, output: out, options: ConversionOptions(precision: .int8, threads: 2, overwrite: false, toolVersion: "test"))
+            let m = try LoadedModel.open(out)
+            var rng = UInt64(7)
+            let n = 3 * 4 * 16 * 12
+            let xs: [Float] = (0..<n).map { _ in rng = rng &* 6364136223846793005 &+ 1442695040888963407; return Float(Int64(rng >> 40) - (1 << 23)) / Float(1 << 23) }
+            return try Executor(graph: m.graph, threads: 2).run([
+                "x": HostTensor(shape: [3, 4, 16, 12], floats: xs), "t": HostTensor(shape: [3], floats: [0, 999, 421.5]),
+                "y": HostTensor(shape: [3], int64s: [10, 2, 7]),
+            ])[0].floats!
+        }
+        let expected = try convert("\(Self.fixtures)/tiny.safetensors", "\(dir)/st.dico")
+        for name in Self.exports {
+            let got = try convert("\(Self.fixtures)/\(name)", "\(dir)/\(name).dico")
+            XCTAssertEqual(got, expected, name)
+        }
+    }
+
+    /// A graph that names its weights like DiCo but computes something else is not DiCo: here
+    /// the first LayerNormalization of the opset-17 export gets epsilon 0.5 instead of 1e-6.
+    func testModifiedGraphFailsTheProof() throws {
+        let m = try ONNXModel.load(path: "\(Self.fixtures)/tiny_opset17.onnx")
+        var g = m.graph
+        let i = try XCTUnwrap(g.nodes.firstIndex { $0.opType == "LayerNormalization" })
+        let n = g.nodes[i]
+        var attrs = n.attributes
+        attrs["epsilon"] = .float(0.5)
+        g.nodes[i] = ONNXNode(name: n.name, opType: n.opType, domain: n.domain, inputs: n.inputs, outputs: n.outputs, attributes: attrs)
+        let modified = ONNXModel(path: m.path, irVersion: m.irVersion, opsetImports: m.opsetImports, producerName: m.producerName,
+                                 producerVersion: m.producerVersion, graph: g)
+        XCTAssertThrowsError(try ONNXCanonicalizer.canonicalize(modified, threads: 2)) { e in
+            guard let e = e as? ONNXCanonicalizer.NotDiCo else { return XCTFail("\(e)") }
+            XCTAssertTrue(e.reason.contains("computes something else"), e.reason)
+        }
+        // The unmodified model passes, with the probe difference at float rounding.
+        let ok = try ONNXCanonicalizer.canonicalize(m, threads: 2)
+        XCTAssertLessThan(ok.proofDifference, 1e-5)
+    }
+
+    func testNonDiCoModelIsNamedAsSuch() throws {
+        XCTAssertThrowsError(try LoadedModel.open("\(Self.fixtures)/convnet.onnx")) { e in
+            guard let e = e as? DicoError else { return XCTFail("\(e)") }
+            XCTAssertEqual(e.kind, .invalidInput)
+            XCTAssertTrue(e.message.contains("convnet.onnx: ONNX model is not a DiCo export"), e.message)
+        }
+    }
+
+    func relL2(_ a: [Float], _ b: [Float]) -> Double {
+        var num = 0.0, den = 0.0
+        for i in a.indices {
+            let d = Double(a[i]) - Double(b[i])
+            num += d * d
+            den += Double(b[i]) * Double(b[i])
+        }
+        return (num / den).squareRoot()
+    }
+}
