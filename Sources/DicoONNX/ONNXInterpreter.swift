@@ -43,6 +43,12 @@ public final class ONNXInterpreter: @unchecked Sendable {
     private var steps: [Step] = []
     /// Slots holding initializers and constant-node outputs.
     private var constantSlots: [Int: ONNXValue] = [:]
+    /// Slots of large float initializers (the weights), kept as the file's tensors and
+    /// converted for the one step that reads them on each run, then dropped: a 2.8 GB model
+    /// then costs one weight's copy at a time instead of a second copy of every weight.
+    private var lazySlots: [Int: TensorData] = [:]
+    /// Initializers at least this large (bytes, float types) are converted on use.
+    static let lazyInitializerBytes = 1 << 12
     private var inputSlots: [(info: ONNXValueInfo, slot: Int)] = []
     private var outputSlots: [Int] = []
     /// Value names by slot.
@@ -75,6 +81,11 @@ public final class ONNXInterpreter: @unchecked Sendable {
         }
         for i in graph.initializers {
             let s = newSlot(i.name)
+            if i.tensor.dtype.isFloat, i.tensor.byteCount >= Self.lazyInitializerBytes,
+               let n = checkedElementCount(i.tensor.shape), n.multipliedReportingOverflow(by: i.tensor.dtype.byteSize) == (i.tensor.byteCount, false) {
+                lazySlots[s] = i.tensor
+                continue
+            }
             do { constantSlots[s] = try ONNXValue(i.tensor) } catch let e as DicoError {
                 throw DicoError.invalid(path, "initializer '\(i.name)': \(e.message)")
             }
@@ -134,7 +145,7 @@ public final class ONNXInterpreter: @unchecked Sendable {
         // for every run) or a graph output.
         var last: [Int: Int] = [:]
         for (i, step) in steps.enumerated() { for case let s? in step.inputs { last[s] = i } }
-        let kept = Set(outputSlots).union(constantSlots.keys)
+        let kept = Set(outputSlots).union(constantSlots.keys).union(lazySlots.keys)
         for (s, i) in last where !kept.contains(s) { steps[i].releases.append(s) }
         // Outputs no one reads (an unused LayerNormalization Mean, say) are dropped at once.
         for i in steps.indices {
@@ -175,7 +186,11 @@ public final class ONNXInterpreter: @unchecked Sendable {
             slots[s] = v
         }
         for step in steps {
-            let args = step.inputs.map { $0.flatMap { slots[$0] } }
+            let args = try step.inputs.map { slot -> ONNXValue? in
+                guard let slot else { return nil }
+                if let lazy = lazySlots[slot] { return try ONNXValue(lazy) }
+                return slots[slot]
+            }
             let results: [ONNXValue]
             do {
                 results = try step.kernel(args)
@@ -189,7 +204,9 @@ public final class ONNXInterpreter: @unchecked Sendable {
             for s in step.releases { slots[s] = nil }
         }
         return try outputSlots.enumerated().map { k, s in
-            guard let v = slots[s] else { throw DicoError(.internalError, "\(path): graph output '\(outputNames[k])' was not computed") }
+            guard let v = try slots[s] ?? lazySlots[s].map(ONNXValue.init) else {
+                throw DicoError(.internalError, "\(path): graph output '\(outputNames[k])' was not computed")
+            }
             if let dims = outputInfos[k].shape, !conforms(v.shape, dims) {
                 let producer = steps.first { $0.outputs.contains(s) }.map { " (computed by node '\($0.node.name)' (\($0.node.opType)))" } ?? ""
                 throw DicoError.invalid(path, "graph output '\(outputNames[k])' has shape \(v.shape), the graph declares \(describe(dims))\(producer)")
