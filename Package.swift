@@ -33,8 +33,10 @@ let package = Package(
         ]),
         .target(name: "DicoRuntime", dependencies: ["DicoCore", "DicoIR", "COpenBLAS"],
                 swiftSettings: [.unsafeFlags(["-Ounchecked"], .when(configuration: .release))]),
+        // The verifier: probes, DDPM/DDIM samplers, drift metrics, Fréchet distance, reports, golden records.
+        .target(name: "DicoVerify", dependencies: ["DicoCore", "DicoIR", "DicoModel", "DicoRuntime", "DicoSafetensors", "DicoConversion"]),
         .executableTarget(name: "dico-convert", dependencies: [
-            "DicoCore", "DicoSafetensors", "DicoIR", "DicoModel", "DicoRuntime", "DicoFormat", "DicoQuant", "DicoConversion", "DicoPasses",
+            "DicoCore", "DicoSafetensors", "DicoIR", "DicoModel", "DicoRuntime", "DicoFormat", "DicoQuant", "DicoConversion", "DicoPasses", "DicoVerify",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         .testTarget(name: "DicoCoreTests", dependencies: ["DicoCore"]),
@@ -45,6 +47,7 @@ let package = Package(
         .testTarget(name: "DicoPassesTests", dependencies: ["DicoPasses", "DicoRuntime", "DicoModel", "DicoIR", "DicoCore"]),
         .testTarget(name: "DicoQuantTests", dependencies: ["DicoQuant", "DicoCore"]),
         .testTarget(name: "DicoFormatTests", dependencies: ["DicoFormat", "DicoConversion", "DicoPasses", "DicoSafetensors", "DicoModel", "DicoRuntime", "DicoIR", "DicoCore", "DicoQuant"]),
+        .testTarget(name: "DicoVerifyTests", dependencies: ["DicoVerify", "DicoConversion", "DicoRuntime", "DicoModel", "DicoSafetensors", "DicoCore"]),
         .testTarget(name: "CLITests", dependencies: ["DicoSafetensors", "DicoCore"]),
     ],
     swiftLanguageModes: [.v5]
