@@ -24,9 +24,10 @@ public enum Golden {
     /// - Throws: `DicoError(.usage)` when `path` exists and `overwrite` is false; `.io` on
     ///   write failure; what the model throws.
     @discardableResult
-    public static func record(_ model: any Denoiser, settings: VerifySettings, to path: String, overwrite: Bool) throws -> ReferenceOutputs {
+    public static func record(_ model: any Denoiser, settings: VerifySettings, to path: String, overwrite: Bool,
+                              name: String = "model") throws -> ReferenceOutputs {
         let steps = try DiffusionSchedule(respacing: settings.sampler.respacing).count
-        let ref = try Verifier.reference(model, settings: settings, keepSteps: keptSteps(steps))
+        let ref = try Verifier.reference(model, settings: settings, keepSteps: keptSteps(steps), name: name)
         try write(ref, to: path, overwrite: overwrite)
         return ref
     }

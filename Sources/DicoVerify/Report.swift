@@ -124,8 +124,10 @@ extension VerifyResult {
         lines.append("gates:")
         for g in gates {
             let d = Thresholds.definitions.first { $0.name == g.name }!
-            lines.append("  " + pad(g.passed ? "pass" : "FAIL", 6) + pad(g.name, 28) + pad(sci(g.value), 11)
-                         + (d.direction == .max ? "<= " : ">= ") + sci(thresholds[g.name]))
+            // Cosines sit just under 1: scientific notation with 3 digits would print 1.00e+00.
+            let show = g.name.contains("cosine") ? { fixed($0, 6) } : sci
+            lines.append("  " + pad(g.passed ? "pass" : "FAIL", 6) + pad(g.name, 28) + pad(show(g.value), 11)
+                         + (d.direction == .max ? "<= " : ">= ") + show(thresholds[g.name]))
         }
         lines.append("time: \(fixed(seconds, 1)) s")
         let failed = gates.filter { !$0.passed }.map(\.name)

@@ -105,10 +105,14 @@ public struct VerifyResult: Sendable {
 /// Runs verifications: reference outputs from the original, the candidate's drift from them.
 public enum Verifier {
     /// Computes the reference side from the original model.
-    /// - Parameter keepSteps: which trajectory steps to keep the latents of (nil: all).
-    /// - Throws: what the model throws; `DicoError(.usage)` for an impossible respacing.
-    public static func reference(_ original: any Denoiser, settings: VerifySettings, keepSteps: Set<Int>? = nil) throws -> ReferenceOutputs {
-        try Identity.checkDrivable(original.config, "original")
+    /// - Parameters:
+    ///   - keepSteps: which trajectory steps to keep the latents of (nil: all).
+    ///   - name: the model's file, for error messages.
+    /// - Throws: `DicoError.invalidInput` when the model lacks what the sampler needs; what the
+    ///   model throws; `DicoError(.usage)` for an impossible respacing.
+    public static func reference(_ original: any Denoiser, settings: VerifySettings, keepSteps: Set<Int>? = nil,
+                                 name: String = "original") throws -> ReferenceOutputs {
+        try Identity.checkDrivable(original.config, name)
         let s = settings.sampler
         let schedule = try DiffusionSchedule(respacing: s.respacing)
         let probes = try settings.probes.outputs(of: original)
@@ -171,7 +175,7 @@ public enum Verifier {
                               originalName: String = "original", candidateName: String = "candidate") throws -> VerifyResult {
         let start = monotonicSeconds()
         try Identity.check(original.config, originalName, candidate.config, candidateName)
-        let ref = try reference(original, settings: settings)
+        let ref = try reference(original, settings: settings, name: originalName)
         let r = try compare(reference: ref, candidate: candidate, thresholds: thresholds, originalName: originalName, candidateName: candidateName)
         return VerifyResult(settings: r.settings, thresholds: r.thresholds, original: r.original, candidate: r.candidate, golden: false,
                             probes: r.probes, stepDrift: r.stepDrift, final: r.final, finalPSNR: r.finalPSNR, sampleDrift: r.sampleDrift,

@@ -122,7 +122,7 @@ struct Verify: ParsableCommand {
         installInterruptHandlers()
         if let recordGolden {
             let model = try VerifyModels.open(models[0], threads: threads)
-            let ref = try Golden.record(model, settings: try options.settings(), to: recordGolden, overwrite: force)
+            let ref = try Golden.record(model, settings: try options.settings(), to: recordGolden, overwrite: force, name: models[0])
             print("recorded \(models[0]) -> \(recordGolden): \(ref.settings.probes.timesteps) probe timesteps, \(ref.steps) \(ref.settings.sampler.kind.rawValue) steps, \(ref.settings.sampler.samples) samples")
             return
         }

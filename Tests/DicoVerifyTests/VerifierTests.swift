@@ -46,6 +46,21 @@ final class VerifierTests: XCTestCase {
         }
     }
 
+    /// The executor is thread-count independent, so the whole report is too.
+    func testResultsDoNotDependOnThreads() throws {
+        let dir = try TempDir()
+        let out = dir.file("t.dico")
+        _ = try Converter.convert(input: tiny, output: out, options: ConversionOptions(precision: .int8, threads: 2, overwrite: false, toolVersion: "test"))
+        func run(_ threads: Int) throws -> VerifyResult {
+            try Verifier.verify(original: VerifyModels.open(tiny, threads: threads), candidate: VerifyModels.open(out, threads: threads),
+                                settings: tinySettings(), thresholds: Thresholds())
+        }
+        let a = try run(1), b = try run(3)
+        XCTAssertEqual(a.gates.map(\.value), b.gates.map(\.value))
+        XCTAssertEqual(a.probes.map(\.eps), b.probes.map(\.eps))
+        XCTAssertEqual(a.stepDrift.map(\.relativeL2), b.stepDrift.map(\.relativeL2))
+    }
+
     func testArchitectureMismatchIsRefused() throws {
         let a = try VerifyModels.open(tiny, threads: 1), b = try VerifyModels.open(fixture("tiny_r4.safetensors"), threads: 1)
         XCTAssertThrowsError(try Verifier.verify(original: a, candidate: b, settings: tinySettings(), thresholds: Thresholds(),
