@@ -9,7 +9,9 @@ import DicoCore
 public enum VerifiedConversion {
     /// What happened: the conversion summary (nil when nothing was written) and the verification.
     public struct Outcome {
+        /// The conversion of the written output; nil when verification failed and nothing was written.
         public let summary: ConversionSummary?
+        /// The verification of the converted model.
         public let verification: VerifyResult
     }
 

@@ -60,11 +60,14 @@ public struct DiffusionSchedule: Sendable {
     public let timestepMap: [Int]
     /// Respaced betas: beta'_i = 1 - abar[k_i] / abar[k_{i-1}] (abar[k_{-1}] = 1).
     public let betas: [Double]
+    /// abar_i = prod (1 - beta'_j) for j <= i, and abar_{i-1} (1 for i = 0).
     public let alphasCumprod: [Double]
     public let alphasCumprodPrev: [Double]
+    /// beta'_i (1 - abar_{i-1}) / (1 - abar_i).
     public let posteriorVariance: [Double]
     /// log of the posterior variance with entry 0 replaced by entry 1 (which is 0 otherwise).
     public let posteriorLogVarianceClipped: [Double]
+    /// Posterior mean = coef1 x0 + coef2 x_t: beta' sqrt(abar_prev) / (1 - abar) and (1 - abar_prev) sqrt(1 - beta') / (1 - abar).
     public let posteriorMeanCoef1: [Double]
     public let posteriorMeanCoef2: [Double]
 

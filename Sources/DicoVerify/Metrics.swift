@@ -18,6 +18,7 @@ public struct Drift: Sendable, Equatable {
     /// No drift at all (identical arrays).
     public static let zero = Drift(relativeL2: 0, cosine: 1, sqnrDB: .infinity, maxAbs: 0)
 
+    /// A drift with these values.
     public init(relativeL2: Double, cosine: Double, sqnrDB: Double, maxAbs: Double) {
         self.relativeL2 = relativeL2
         self.cosine = cosine
@@ -35,6 +36,7 @@ public struct Drift: Sendable, Equatable {
 
     /// Running sums for `Drift`, so a caller can pool several slices without copying them.
     public struct Sums: Sendable {
+        /// Sums of (c - r)^2, r^2, c^2, c r, and the running max |c - r|.
         public var err2 = 0.0, ref2 = 0.0, cand2 = 0.0, dot = 0.0, maxAbs = 0.0
         public init() {}
         /// Adds one pair (candidate value, reference value).

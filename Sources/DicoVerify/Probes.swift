@@ -11,7 +11,9 @@ public struct ProbeSettings: Sendable, Equatable {
     public var batch: Int
     /// Latent height and width.
     public var size: Int
+    /// Seed of the probe latents and labels.
     public var seed: UInt64
+    /// The training schedule's length (the last probe timestep is trainingSteps - 1).
     public var trainingSteps = 1000
 
     public init(timesteps: Int, batch: Int, size: Int, seed: UInt64) {
@@ -53,7 +55,9 @@ public struct ProbeSettings: Sendable, Equatable {
 /// The drift of one probe timestep: noise prediction (channels 0..<C) and variance channels
 /// (C..<2C) measured separately.
 public struct ProbeDrift: Sendable {
+    /// The training-step index probed.
     public let timestep: Int
+    /// Drift of channels 0..<C (the noise prediction) and C..<2C (the variance interpolation).
     public let eps: Drift
     public let variance: Drift
 

@@ -11,8 +11,11 @@ public enum SamplerKind: String, Sendable, CaseIterable {
 
 /// Everything that fixes a set of sampling trajectories.
 public struct SamplerSettings: Sendable, Equatable {
+    /// DDPM or DDIM.
     public var kind: SamplerKind
+    /// Which training steps are visited.
     public var respacing: Respacing
+    /// Classifier-free guidance scale.
     public var guidance: Guidance
     /// Trajectories in the set (the sample-set size of the Fréchet distance).
     public var samples: Int

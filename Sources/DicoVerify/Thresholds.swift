@@ -51,6 +51,7 @@ public struct Thresholds: Sendable, Equatable {
     /// The documented defaults.
     public init() { values = Dictionary(uniqueKeysWithValues: Thresholds.definitions.map { ($0.name, $0.defaultValue) }) }
 
+    /// The value of threshold `name` (one of `definitions`).
     public subscript(name: String) -> Double { values[name]! }
 
     /// Sets one threshold.

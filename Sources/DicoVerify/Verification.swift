@@ -5,7 +5,9 @@ import DicoModel
 public struct VerifySettings: Sendable, Equatable {
     /// "quick" or "default" (or "custom" once a setting is changed), for the report.
     public var mode: String
+    /// The per-timestep probe set.
     public var probes: ProbeSettings
+    /// The sampling trajectories (sampler, steps, guidance, set size).
     public var sampler: SamplerSettings
 
     public init(mode: String, probes: ProbeSettings, sampler: SamplerSettings) {
@@ -37,7 +39,9 @@ public struct VerifySettings: Sendable, Equatable {
 /// Everything the comparison needs from the original side: computed from the original model,
 /// or read from a golden record (so that CI can verify without the original model).
 public struct ReferenceOutputs: Sendable {
+    /// The settings the outputs were made with.
     public var settings: VerifySettings
+    /// The original model's configuration (what a candidate must equal).
     public var config: DiCoConfig
     /// Where the reference came from (the original model's description).
     public var provenance: JSONValue
@@ -56,21 +60,28 @@ public struct ReferenceOutputs: Sendable {
 
 /// The result of comparing a candidate against a reference.
 public struct VerifyResult: Sendable {
+    /// The settings that ran.
     public let settings: VerifySettings
+    /// The thresholds the gates used.
     public let thresholds: Thresholds
+    /// Both models' provenance (for a golden record: the recorded model's).
     public let original: JSONValue
     public let candidate: JSONValue
     /// Whether the original side came from a golden record.
     public let golden: Bool
+    /// One entry per probe timestep.
     public let probes: [ProbeDrift]
     /// Pooled relative L2 of the latents at each compared step.
     public let stepDrift: [(step: Int, relativeL2: Double)]
+    /// Drift of the final latents, all samples pooled, and their PSNR in dB.
     public let final: Drift
     public let finalPSNR: Double
     /// Relative L2 of each sample's final latents.
     public let sampleDrift: [Double]
+    /// Latent Fréchet distance original-vs-candidate, and original-vs-independent-original.
     public let frechet: Double
     public let floorFrechet: Double
+    /// Wall time of the verification.
     public let seconds: Double
 
     /// candidate Fréchet / floor Fréchet (0 when both are 0, +infinity when only the floor is).
@@ -99,6 +110,7 @@ public struct VerifyResult: Sendable {
         }
     }
 
+    /// Whether every gate passed.
     public var passed: Bool { gates.allSatisfy(\.passed) }
 }
 
