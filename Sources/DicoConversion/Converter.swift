@@ -26,10 +26,13 @@ public struct ConversionOptions: Sendable {
     /// Run the executor before and after each pass and stop at the first that moves the
     /// output (`--check-passes`).
     public var checkPasses: Bool
+    /// A verification summary to record in the provenance under `verification`
+    /// (`convert --verify`).
+    public var verification: JSONValue?
 
     public init(precision: Precision, keep: [NamePattern] = [], threads: Int, overwrite: Bool, toolVersion: String,
                 passes: [any GraphPass] = PassManager.defaultPipeline, afterPass: (@Sendable (String, Graph) -> Void)? = nil,
-                checkPasses: Bool = false) {
+                checkPasses: Bool = false, verification: JSONValue? = nil) {
         self.precision = precision
         self.keep = keep
         self.threads = threads
@@ -38,6 +41,7 @@ public struct ConversionOptions: Sendable {
         self.passes = passes
         self.afterPass = afterPass
         self.checkPasses = checkPasses
+        self.verification = verification
     }
 }
 
@@ -145,13 +149,15 @@ public enum Converter {
             quant.insert(("scheme", .string(Quantization.Scheme.int8SymmetricPerChannel.rawValue)), at: 1)
             quant.append(("default_keep", .array(QuantPolicy.int8DefaultKeep.map { .string($0) })))
         }
-        return .object([
+        var members: [(key: String, value: JSONValue)] = [
             ("tool", .string("dico-convert")), ("tool_version", .string(options.toolVersion)),
             ("source", .object([("file", .string(file)), ("format", .string("safetensors")), ("size", .integer(size)),
                                 ("sha256", .string(sha256)), ("stripped_prefix", .string(strippedPrefix))])),
             ("passes", .array(passes.map { .string($0) })),
             ("quantization", .object(quant)),
-        ])
+        ]
+        if let v = options.verification { members.append(("verification", v)) }
+        return .object(members)
     }
 
     /// The writer job for one source tensor under `plan`: one output tensor, or an int8

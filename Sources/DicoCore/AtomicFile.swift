@@ -178,6 +178,16 @@ public final class AtomicFileWriter {
         temporaryRegistry.unlinkAll()
     }
 
+    /// Adds a finished file that is only an intermediate (e.g. a conversion being verified
+    /// before the real output is written) to the files `removeAllTemporaries` unlinks, so an
+    /// interrupt does not leave it behind. Returns a token for `forgetTemporary`, or nil when
+    /// the path does not fit the registry (then only the caller's own cleanup removes it).
+    public static func registerTemporary(_ path: String) -> Int? { temporaryRegistry.add(path) }
+
+    /// Takes a path registered with `registerTemporary` out of the registry (call after
+    /// removing the file yourself).
+    public static func forgetTemporary(_ token: Int?, _ path: String) { temporaryRegistry.remove(token, path) }
+
     // MARK: - Internals
 
     private func flush() throws {

@@ -5,6 +5,7 @@ import DicoIR
 import DicoPasses
 import DicoQuant
 import DicoRuntime
+import DicoVerify
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -52,6 +53,14 @@ struct Convert: ParsableCommand {
     @Flag(help: "Debug: run the model before and after each pass and stop at the first that moves the output.")
     var checkPasses = false
 
+    @Flag(help: "Verify the converted model against the input (default verification, or --quick) before writing it; write nothing if it fails.")
+    var verify = false
+
+    @Flag(help: "With --verify: write the output even when verification fails (the exit status is still 1).")
+    var keepOnFail = false
+
+    @OptionGroup(title: "Verification (with --verify)") var verifyOptions: VerifyOptions
+
     @Flag(help: "Overwrite the output file if it exists.")
     var force = false
 
@@ -62,6 +71,9 @@ struct Convert: ParsableCommand {
 
     func validate() throws {
         if [fp16, bf16, int8].filter({ $0 }).count > 1 { throw ValidationError("choose one of --fp16, --bf16, --int8") }
+        if !verify && (keepOnFail || verifyOptions.changesSettings || verifyOptions.thresholds != nil || !verifyOptions.threshold.isEmpty) {
+            throw ValidationError("--keep-on-fail and the verification options need --verify")
+        }
     }
 
     func run() throws {
@@ -77,15 +89,24 @@ struct Convert: ParsableCommand {
         }
         installInterruptHandlers()
         let meter = ProgressMeter(enabled: !quiet && isatty(STDERR_FILENO) == 1)
-        let summary = try Converter.convert(
-            input: input, output: output,
-            options: ConversionOptions(precision: precision, keep: patterns, threads: threadOptions.threads ?? Executor.defaultThreads,
-                                       overwrite: force, toolVersion: dicoConvertVersion, passes: pipeline,
-                                       afterPass: { name, graph in if name == dumpAfter { print(graph.textDump(), terminator: "") } },
-                                       checkPasses: checkPasses),
-            progress: meter.update)
+        let options = ConversionOptions(precision: precision, keep: patterns, threads: threadOptions.threads ?? Executor.defaultThreads,
+                                        overwrite: force, toolVersion: dicoConvertVersion, passes: pipeline,
+                                        afterPass: { name, graph in if name == dumpAfter { print(graph.textDump(), terminator: "") } },
+                                        checkPasses: checkPasses)
+        guard verify else {
+            let summary = try Converter.convert(input: input, output: output, options: options, progress: meter.update)
+            meter.finish()
+            if !quiet { print(summaryText(summary, precision)) }
+            return
+        }
+        let outcome = try VerifiedConversion.convert(input: input, output: output, options: options, settings: try verifyOptions.settings(),
+                                                     thresholds: try verifyOptions.resolvedThresholds(), keepOnFail: keepOnFail,
+                                                     progress: meter.update)
         meter.finish()
-        if !quiet { print(summaryText(summary, precision)) }
+        print(outcome.verification.text)
+        if let summary = outcome.summary, !quiet { print(summaryText(summary, precision)) }
+        if outcome.summary == nil { fputs("dico-convert: verification failed; \(output) was not written (--keep-on-fail writes it anyway)\n", stderr) }
+        if !outcome.verification.passed { throw ExitCode(1) }
     }
 
     func summaryText(_ s: ConversionSummary, _ p: Precision) -> String {

@@ -17,7 +17,7 @@ struct DicoConvert: ParsableCommand {
         (partial output removed).
         """,
         version: dicoConvertVersion,
-        subcommands: [Convert.self, Inspect.self, Run.self, Synth.self, Bench.self],
+        subcommands: [Convert.self, Verify.self, Inspect.self, Run.self, Synth.self, Bench.self],
         defaultSubcommand: Convert.self
     )
 
