@@ -40,7 +40,7 @@ let package = Package(
         .target(name: "DicoRuntime", dependencies: ["DicoCore", "DicoIR", "COpenBLAS"],
                 swiftSettings: [.unsafeFlags(["-Ounchecked"], .when(configuration: .release))]),
         // The verifier: probes, DDPM/DDIM samplers, drift metrics, Fréchet distance, reports, golden records.
-        .target(name: "DicoVerify", dependencies: ["DicoCore", "DicoIR", "DicoModel", "DicoRuntime", "DicoSafetensors", "DicoConversion"]),
+        .target(name: "DicoVerify", dependencies: ["DicoCore", "DicoIR", "DicoModel", "DicoRuntime", "DicoSafetensors", "DicoConversion", "DicoONNX"]),
         .executableTarget(name: "dico-convert", dependencies: [
             "DicoCore", "DicoSafetensors", "DicoIR", "DicoModel", "DicoRuntime", "DicoFormat", "DicoQuant", "DicoConversion", "DicoPasses", "DicoVerify",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
@@ -55,7 +55,7 @@ let package = Package(
         .testTarget(name: "DicoFormatTests", dependencies: ["DicoFormat", "DicoConversion", "DicoPasses", "DicoSafetensors", "DicoModel", "DicoRuntime", "DicoIR", "DicoCore", "DicoQuant"]),
         // Imports CONNXProto only to build malformed models in memory (no Python needed).
         .testTarget(name: "DicoONNXTests", dependencies: ["DicoONNX", "DicoCore", "DicoSafetensors", "CONNXProto", "CProtobufC"]),
-        .testTarget(name: "ONNXImportTests", dependencies: ["DicoConversion", "DicoONNX", "DicoModel", "DicoRuntime", "DicoIR", "DicoSafetensors", "DicoCore"]),
+        .testTarget(name: "ONNXImportTests", dependencies: ["DicoConversion", "DicoVerify", "DicoONNX", "DicoModel", "DicoRuntime", "DicoIR", "DicoSafetensors", "DicoCore"]),
         .testTarget(name: "DicoONNXInterpreterTests", dependencies: ["DicoONNX", "DicoRuntime", "DicoModel", "DicoSafetensors", "DicoCore"]),
         .testTarget(name: "DicoVerifyTests", dependencies: ["DicoVerify", "DicoConversion", "DicoRuntime", "DicoModel", "DicoSafetensors", "DicoCore"]),
         .testTarget(name: "CLITests", dependencies: ["DicoSafetensors", "DicoCore"]),

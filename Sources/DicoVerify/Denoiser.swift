@@ -45,10 +45,11 @@ public final class GraphDenoiser: Denoiser {
 /// Opening models for verification.
 public enum VerifyModels {
     /// Opens a model file for verification, choosing the importer by content (`.dico` magic,
-    /// else safetensors). An ONNX importer adds one case here.
+    /// ONNX, else safetensors). An ONNX export runs as written, in the ONNX interpreter.
     /// - Throws: `DicoError.io` / `.invalidInput` naming the file and what is wrong.
     public static func open(_ path: String, threads: Int) throws -> any Denoiser {
         let m = try LoadedModel.open(path)
+        if let onnx = m.onnx { return try ONNXDenoiser(model: m, onnx: onnx, provenance: describe(m)) }
         return try GraphDenoiser(graph: m.graph, config: m.config, provenance: describe(m), threads: threads)
     }
 
