@@ -72,7 +72,7 @@ public enum Converter {
         let start = monotonicSeconds()
         let model = try LoadedModel.open(input, checkValues: false)
         guard let weights = model.weights else {
-            throw DicoError(.usage, "\(input): is already a .dico file; convert from the original safetensors model")
+            throw DicoError(.usage, "\(input): is already a .dico file; convert from the original safetensors or ONNX model")
         }
         let policy = QuantPolicy(precision: options.precision, keep: options.keep)
 
@@ -80,6 +80,9 @@ public enum Converter {
         // resident memory.
         let hasher = SourceHasher(path: input)
         hasher.start()
+        // An ONNX export's weights may live in external data files: each is hashed too.
+        let externalHashers = model.externalFiles.map { SourceHasher(path: $0.path) }
+        externalHashers.forEach { $0.start() }
 
         let nonFinite = NameList()
         var jobs: [DicoTensorJob] = []
@@ -112,13 +115,19 @@ public enum Converter {
         // hash (running meanwhile) is done. The size comes from the mapping, so a file that
         // changed while it was read is caught by the hasher's byte count.
         let sourceSize = model.sourceSize
-        func prov(_ digest: String) -> JSONValue {
-            provenance(input: input, size: sourceSize, sha256: digest, policy: policy, options: options, passes: applied,
-                       converted: converted, kept: kept, strippedPrefix: weights.strippedPrefix)
+        let zeros = String(repeating: "0", count: 64)
+        func prov(_ digest: String, _ externalDigests: [String]) -> JSONValue {
+            let external = zip(model.externalFiles, externalDigests).map { (file: $0.0.path, size: $0.0.size, sha256: $0.1) }
+            return provenance(input: input, format: model.format.rawValue, size: sourceSize, sha256: digest, external: external,
+                              policy: policy, options: options, passes: applied, converted: converted, kept: kept,
+                              strippedPrefix: weights.strippedPrefix)
         }
-        defer { _ = try? hasher.finish() }
+        defer {
+            _ = try? hasher.finish()
+            for h in externalHashers { _ = try? h.finish() }
+        }
         try DicoWriter.write(to: output, overwrite: options.overwrite, model: modelJSON, graph: graph,
-                             provenance: prov(String(repeating: "0", count: 64)),
+                             provenance: prov(zeros, externalHashers.map { _ in zeros }),
                              jobs: jobs, threads: options.threads, progress: { progress?($0, total) },
                              finalProvenance: {
                                  let bad = nonFinite.sorted
@@ -129,15 +138,22 @@ public enum Converter {
                                  }
                                  let (size, digest) = try hasher.finish()
                                  guard size == sourceSize else { throw DicoError.io(input, "the file changed while it was converted") }
-                                 return prov(digest)
+                                 var digests: [String] = []
+                                 for (h, f) in zip(externalHashers, model.externalFiles) {
+                                     let (n, d) = try h.finish()
+                                     guard n == f.size else { throw DicoError.io(f.path, "the file changed while it was converted") }
+                                     digests.append(d)
+                                 }
+                                 return prov(digest, digests)
                              })
         var st = stat()
         let outBytes = stat(output, &st) == 0 ? Int(st.st_size) : 0
-        return ConversionSummary(inputBytes: sourceSize, outputBytes: outBytes, tensorsByDType: tensorsByDType, bytesByDType: bytesByDType,
+        return ConversionSummary(inputBytes: sourceSize + model.externalFiles.reduce(0) { $0 + $1.size }, outputBytes: outBytes, tensorsByDType: tensorsByDType, bytesByDType: bytesByDType,
                                  converted: converted, kept: kept, seconds: monotonicSeconds() - start)
     }
 
-    static func provenance(input: String, size: Int, sha256: String, policy: QuantPolicy, options: ConversionOptions, passes: [String],
+    static func provenance(input: String, format: String, size: Int, sha256: String, external: [(file: String, size: Int, sha256: String)],
+                           policy: QuantPolicy, options: ConversionOptions, passes: [String],
                            converted: Int, kept: Int, strippedPrefix: String) -> JSONValue {
         let file = input.split(separator: "/").last.map(String.init) ?? input
         var quant: [(key: String, value: JSONValue)] = [
@@ -149,10 +165,22 @@ public enum Converter {
             quant.insert(("scheme", .string(Quantization.Scheme.int8SymmetricPerChannel.rawValue)), at: 1)
             quant.append(("default_keep", .array(QuantPolicy.int8DefaultKeep.map { .string($0) })))
         }
+        var source: [(key: String, value: JSONValue)] = [
+            ("file", .string(file)), ("format", .string(format)), ("size", .integer(size)),
+            ("sha256", .string(sha256)), ("stripped_prefix", .string(strippedPrefix)),
+        ]
+        if !external.isEmpty {
+            // Paths relative to the model's folder, as the ONNX file names them.
+            let dir = input.split(separator: "/", omittingEmptySubsequences: false).dropLast().joined(separator: "/")
+            let folder = realpath(dir.isEmpty ? "." : dir, nil).map { p in defer { free(p) }; return String(cString: p) } ?? dir
+            source.append(("external_data", .array(external.map { e in
+                let rel = !folder.isEmpty && e.file.hasPrefix(folder + "/") ? String(e.file.dropFirst(folder.count + 1)) : e.file
+                return .object([("file", .string(rel)), ("size", .integer(e.size)), ("sha256", .string(e.sha256))])
+            })))
+        }
         var members: [(key: String, value: JSONValue)] = [
             ("tool", .string("dico-convert")), ("tool_version", .string(options.toolVersion)),
-            ("source", .object([("file", .string(file)), ("format", .string("safetensors")), ("size", .integer(size)),
-                                ("sha256", .string(sha256)), ("stripped_prefix", .string(strippedPrefix))])),
+            ("source", .object(source)),
             ("passes", .array(passes.map { .string($0) })),
             ("quantization", .object(quant)),
         ]

@@ -28,6 +28,9 @@ public struct LoadedModel: @unchecked Sendable {
     /// The parsed ONNX model as written (nil unless `format` is `.onnx`): what the verifier runs
     /// as the original, op by op.
     public var onnx: ONNXModel? = nil
+    /// The external data files an ONNX model's weights live in (path as resolved, size), in
+    /// the order their first tensor appears; empty for other formats.
+    public var externalFiles: [(path: String, size: Int)] = []
 
     /// Opens `path`, choosing the reader by the file's first bytes: the `.dico` magic, an
     /// ONNX protobuf (a `.onnx` name, or a first byte that is ModelProto's `ir_version` tag where
@@ -87,6 +90,12 @@ extension LoadedModel {
                             tensorCount: onnx.graph.initializers.count, bytesByDType: bytes, notes: canonical.notes,
                             provenance: nil, weights: canonical.weights, sourceSize: size)
         m.onnx = onnx
+        var seen = Set<String>()
+        for i in onnx.graph.initializers {
+            if case .mapped(let file, _) = i.tensor.storage, file.path != path, seen.insert(file.path).inserted {
+                m.externalFiles.append((file.path, file.size))
+            }
+        }
         return m
     }
 }

@@ -172,3 +172,22 @@ final class ONNXDenoiserTests: XCTestCase {
         }
     }
 }
+
+/// Provenance of a conversion from ONNX: the format, and the external data file hashed too.
+final class ONNXProvenanceTests: XCTestCase {
+    func testExternalDataIsHashedIntoTheProvenance() throws {
+        let dir = try CanonicalizationTests.tempDir()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let out = "\(dir)/d.dico"
+        let s = try Converter.convert(input: "\(CanonicalizationTests.fixtures)/tiny_dynamo.onnx", output: out,
+                                      options: ConversionOptions(precision: .fp16, threads: 2, overwrite: false, toolVersion: "test"))
+        let data = try MappedFile(path: "\(CanonicalizationTests.fixtures)/tiny_dynamo.onnx.data")
+        let onnxSize = try MappedFile(path: "\(CanonicalizationTests.fixtures)/tiny_dynamo.onnx").size
+        XCTAssertEqual(s.inputBytes, onnxSize + data.size)
+        let m = try LoadedModel.open(out)
+        let text = m.provenance.map { String(decoding: Array($0.serialized().utf8), as: UTF8.self) } ?? ""
+        XCTAssertTrue(text.contains("\"format\":\"onnx\""), text)
+        // The digest recorded in Fixtures/README.md for the data file (sha256sum).
+        XCTAssertTrue(text.contains("{\"file\":\"tiny_dynamo.onnx.data\",\"size\":\(data.size),\"sha256\":\"477439e72047f6452b4ac1133820273d76fc150270e587a28cc84aa6dfdca310\"}"), text)
+    }
+}
