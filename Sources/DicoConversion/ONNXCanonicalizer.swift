@@ -74,6 +74,14 @@ extension ONNXCanonicalizer {
         let graph = try DiCoGraphBuilder.build(weights)
         let binding = try bindInputs(model, config: config)
         let diff = try prove(model, canonical: graph, config: config, binding: binding, threads: threads)
+        // The proof read every weight through the mappings; give those pages back, so that
+        // conversion streams from here as it does from safetensors.
+        var released = Set<ObjectIdentifier>()
+        for i in inits {
+            if case .mapped(let file, _) = i.tensor.storage, released.insert(ObjectIdentifier(file)).inserted {
+                file.release(offset: 0, count: file.size)
+            }
+        }
         guard diff <= proofTolerance else {
             throw NotDiCo(reason: "its initializers are a DiCo state dict, but the graph computes something else: relative L2 difference \(formatted(diff)) from the DiCo forward pass on probe inputs (bound \(proofTolerance))")
         }
@@ -111,7 +119,9 @@ extension ONNXCanonicalizer {
         guard let yd = dims(ins[2]), yd.count == 1, let yType = ins[2].elementType, [.i64, .i32].contains(yType) else {
             throw NotDiCo(reason: "input '\(ins[2].name)' is not a rank-1 integer class vector")
         }
-        let batch = xd[0] ?? td[0] ?? yd[0] ?? 2
+        // One sample unless the export fixes the batch: samples are independent in DiCo, and the
+        // proof's cost is a forward pass of each graph.
+        let batch = xd[0] ?? td[0] ?? yd[0] ?? 1
         return Binding(names: ins.map(\.name), batch: batch, height: xd[2] ?? 8, width: xd[3] ?? 8, tIsInteger: tType != .f32 && tType != .f64)
     }
 }
@@ -135,7 +145,7 @@ extension ONNXCanonicalizer {
         let x = (0..<count).map { _ in next() }
         let tValues: [Int64] = (0..<n).map { i in Int64([999, 0, 500, 250, 750, 37][i % 6]) }
         let rows = config.numClasses + (config.hasNullClass ? 1 : 0)
-        let yValues: [Int64] = (0..<n).map { i in Int64(i == 1 ? rows - 1 : (i * 7) % rows) }
+        let yValues: [Int64] = (0..<n).map { i in Int64(i == 0 ? rows - 1 : (i * 7) % rows) }
         let xShape = [n, config.inChannels, b.height, b.width]
 
         guard let xv = ONNXValue(shape: xShape, floats: x), let yv = ONNXValue(shape: [n], int64s: yValues),
@@ -146,7 +156,9 @@ extension ONNXCanonicalizer {
         guard let first = onnxOut.first, let theirs = first.floats else {
             throw NotDiCo(reason: "the graph's first output is not a float32 tensor")
         }
-        let ours = try Executor(graph: canonical, threads: threads).run([
+        let executor = try Executor(graph: canonical, threads: threads)
+        executor.releaseMappedConstants = true
+        let ours = try executor.run([
             "x": HostTensor(shape: xShape, floats: x),
             "t": HostTensor(shape: [n], floats: tValues.map(Float.init)),
             "y": HostTensor(shape: [n], int64s: yValues),

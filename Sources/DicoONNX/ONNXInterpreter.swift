@@ -188,7 +188,13 @@ public final class ONNXInterpreter: @unchecked Sendable {
         for step in steps {
             let args = try step.inputs.map { slot -> ONNXValue? in
                 guard let slot else { return nil }
-                if let lazy = lazySlots[slot] { return try ONNXValue(lazy) }
+                if let lazy = lazySlots[slot] {
+                    let v = try ONNXValue(lazy)
+                    // The copy is what the kernel reads: the file's pages can leave our
+                    // resident set, so one run over a multi-GB model keeps memory flat.
+                    if case .mapped(let file, let offset) = lazy.storage { file.release(offset: offset, count: lazy.byteCount) }
+                    return v
+                }
                 return slots[slot]
             }
             let results: [ONNXValue]

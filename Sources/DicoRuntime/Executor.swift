@@ -22,6 +22,10 @@ public final class Executor: @unchecked Sendable {
     /// When true, `run` adds each node's wall time to `profile`, keyed by op name and
     /// kernel path (for `bench --profile`).
     public var profiling = false
+    /// After the last node that reads a constant mapped from a file, release its pages from
+    /// the resident set (they stay in the page cache). For one-off runs over a large model
+    /// (the ONNX import proof), so memory stays flat; a later run faults them back in.
+    public var releaseMappedConstants = false
     /// Seconds and node count per kernel path, accumulated over profiled runs.
     public private(set) var profile: [String: (seconds: Double, count: Int)] = [:]
 
@@ -110,6 +114,11 @@ public final class Executor: @unchecked Sendable {
                 profile[key] = (prev.seconds + monotonicSeconds() - start, prev.count + 1)
             }
             f32[node.output.index] = UnsafePointer(out)
+            if releaseMappedConstants {
+                for i in Set(node.inputs) where lastUse[i.index] == n {
+                    if let d = graph.constant(i), case let .mapped(file, offset) = d.storage { file.release(offset: offset, count: d.byteCount) }
+                }
+            }
             // Set: a node may read one value twice, and its buffer must return to the pool once.
             for i in Set(node.inputs) where lastUse[i.index] == n && graph.constant(i) == nil {
                 if let p = f32[i.index], case .node = graph[i].source {
