@@ -25,7 +25,7 @@ let package = Package(
         .target(name: "DicoQuant", dependencies: ["DicoCore"]),
         // ONNX import: the only user of the protobuf-c code.
         .target(name: "DicoONNX", dependencies: ["DicoCore", "DicoIR"]),
-        .target(name: "DicoPasses", dependencies: ["DicoCore", "DicoIR"]),
+        .target(name: "DicoPasses", dependencies: ["DicoCore", "DicoIR", "DicoRuntime"]),
         .target(name: "DicoFormat", dependencies: ["DicoCore", "DicoIR", "CZlib"]),
         .target(name: "DicoConversion", dependencies: [
             "DicoCore", "DicoIR", "DicoModel", "DicoSafetensors", "DicoQuant", "DicoFormat", "DicoPasses", "DicoRuntime",

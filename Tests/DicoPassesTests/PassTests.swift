@@ -31,6 +31,11 @@ func relativeL2(_ a: [Float], _ b: [Float]) -> Double {
     return (num / den).squareRoot()
 }
 
+/// Issue 4's end-to-end bound, optimized vs imported graph: the folds reorder float sums
+/// (merged GEMMs, split 1x1 convs, weights composed once), each moving the output by about
+/// 1e-7; 1e-5 leaves room for their sum over a whole network, not for a wrong rewrite.
+let endToEndTolerance = 1e-5
+
 final class PassTests: XCTestCase {
     var tiny: DiCoModelFile!
     override func setUpWithError() throws { tiny = try DiCoModelFile.load("\(fixtures)/tiny.safetensors") }
@@ -139,7 +144,7 @@ final class PassTests: XCTestCase {
         XCTAssertEqual(try PassManager.pipeline(passes: "eliminate-dead-code, fuse-layer-norm-modulate", skipping: []).map(\.name),
                        ["eliminate-dead-code", "fuse-layer-norm-modulate"])
         XCTAssertEqual(try PassManager.pipeline(passes: nil, skipping: ["fuse-layer-norm-modulate"]).map(\.name),
-                       ["eliminate-common-subexpressions", "fuse-conv-activation", "eliminate-dead-code"])
+                       PassManager.defaultPipeline.map(\.name).filter { $0 != "fuse-layer-norm-modulate" })
         XCTAssertThrowsError(try PassManager.pipeline(passes: "fold-everything", skipping: [])) { e in
             XCTAssertEqual((e as? DicoError)?.kind, .usage)
             XCTAssertTrue("\(e)".contains("unknown pass 'fold-everything'"))
@@ -147,24 +152,29 @@ final class PassTests: XCTestCase {
         XCTAssertThrowsError(try PassManager.pipeline(passes: nil, skipping: ["nope"]))
     }
 
-    /// The default pipeline on the fixture: every pass's result verifies, outputs are
-    /// bit-identical to the imported graph, and still within the PyTorch bound.
-    func testDefaultPipelineOnTheFixture() throws {
-        var seen: [String] = []
-        let (g, applied) = try PassManager(verifyEachPass: true).run(tiny.graph) { name, _, graph in
-            seen.append(name)
-            try graph.verify()
+    /// The default pipeline on both fixtures: every pass's result verifies, and the output
+    /// stays within `endToEndTolerance` of the imported graph's.
+    func testDefaultPipelineOnTheFixtures() throws {
+        for name in ["tiny", "tiny_r4"] {
+            let model = try DiCoModelFile.load("\(fixtures)/\(name).safetensors")
+            var seen: [String] = []
+            let (g, applied) = try PassManager(verifyEachPass: true).run(model.graph) { name, _, graph in
+                seen.append(name)
+                try graph.verify()
+            }
+            XCTAssertEqual(seen, PassManager.defaultPipeline.map(\.name))
+            XCTAssertEqual(applied, ["eliminate-common-subexpressions", "fold-adaln-linears", "fold-reduce-chan", "fuse-layer-norm-modulate",
+                                     "fuse-conv-activation"], name)
+            XCTAssertLessThan(g.nodes.count, model.graph.nodes.count)
+            let inputs = dicoInputs(model.weights.config)
+            let e = relativeL2(try forward(g, inputs), try forward(model.graph, inputs))
+            print("\(name): optimized vs imported, relative L2 \(e)")
+            XCTAssertLessThanOrEqual(e, endToEndTolerance, name)
         }
-        XCTAssertEqual(seen, PassManager.defaultPipeline.map(\.name))
-        XCTAssertEqual(applied, ["eliminate-common-subexpressions", "fuse-layer-norm-modulate", "fuse-conv-activation"])
-        XCTAssertLessThan(g.nodes.count, tiny.graph.nodes.count)
-        let inputs = dicoInputs(tiny.weights.config)
-        XCTAssertEqual(try forward(g, inputs), try forward(tiny.graph, inputs))
     }
 
-    /// DiCo-S with synthetic weights (built in memory): optimized vs imported within 1e-5
-    /// relative L2. The passes so far are exact, so this is expected to be 0; 1e-5 is the
-    /// issue's bound for passes that may reorder float sums.
+    /// DiCo-S with synthetic weights (built in memory): optimized vs imported within
+    /// `endToEndTolerance`.
     func testDefaultPipelineOnDiCoS() throws {
         let config = DiCoPreset.S.config
         var named: [(name: String, data: TensorData)] = []
@@ -180,6 +190,7 @@ final class PassTests: XCTestCase {
         let inputs = dicoInputs(config)
         let a = try forward(g, inputs), b = try forward(graph, inputs)
         XCTAssertTrue(b.allSatisfy(\.isFinite))
-        XCTAssertLessThanOrEqual(relativeL2(a, b), 1e-5)
+        print("DiCo-S: optimized vs imported, relative L2 \(relativeL2(a, b))")
+        XCTAssertLessThanOrEqual(relativeL2(a, b), endToEndTolerance)
     }
 }
