@@ -25,8 +25,9 @@ public struct PassManager: Sendable {
         FoldAdaLNLinears(), FoldReduceChan(), FuseLayerNormModulate(), FuseConvActivation(), EliminateDeadCode(),
     ]
 
-    /// Every pass there is, by name.
-    public static let allPasses: [any GraphPass] = defaultPipeline
+    /// Every pass there is, by name: the default pipeline and `split-reduce-chan` (rule 1 of
+    /// `fold-reduce-chan` also where nothing folds, for measuring; see BENCHMARKS.md).
+    public static let allPasses: [any GraphPass] = defaultPipeline + [FoldReduceChan(splitWithoutFold: true)]
 
     /// The pass called `name`, if any.
     public static func pass(named name: String) -> (any GraphPass)? {
