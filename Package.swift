@@ -42,7 +42,7 @@ let package = Package(
         .testTarget(name: "DicoIRTests", dependencies: ["DicoIR", "DicoCore"]),
         .testTarget(name: "DicoModelTests", dependencies: ["DicoModel", "DicoIR", "DicoSafetensors", "DicoCore"]),
         .testTarget(name: "DicoRuntimeTests", dependencies: ["DicoRuntime", "DicoModel", "DicoIR", "DicoSafetensors", "DicoCore"]),
-        .testTarget(name: "DicoPassesTests", dependencies: ["DicoPasses", "DicoRuntime", "DicoModel", "DicoIR", "DicoCore"]),
+        .testTarget(name: "DicoPassesTests", dependencies: ["DicoPasses", "DicoRuntime", "DicoModel", "DicoQuant", "DicoIR", "DicoCore"]),
         .testTarget(name: "DicoQuantTests", dependencies: ["DicoQuant", "DicoCore"]),
         .testTarget(name: "DicoFormatTests", dependencies: ["DicoFormat", "DicoConversion", "DicoPasses", "DicoSafetensors", "DicoModel", "DicoRuntime", "DicoIR", "DicoCore", "DicoQuant"]),
         .testTarget(name: "CLITests", dependencies: ["DicoSafetensors", "DicoCore"]),

@@ -49,10 +49,11 @@ struct Bench: ParsableCommand {
         let loaded = try LoadedModel.open(model)
         let config = loaded.config
         var graph = loaded.graph
-        var applied: [String] = []
+        var applied: [String] = [], pipeline: [String] = []
         if optimize || passes != nil || !skipPass.isEmpty {
-            let pipeline = try PassManager.pipeline(passes: passes, skipping: skipPass)
-            (graph, applied) = try PassManager(passes: pipeline).run(graph)
+            let chosen = try PassManager.pipeline(passes: passes, skipping: skipPass)
+            pipeline = chosen.map(\.name)
+            (graph, applied) = try PassManager(passes: chosen).run(graph)
         }
         let executor = try Executor(graph: graph, threads: threadOptions.threads ?? Executor.defaultThreads)
         var rng = SplitMix64(seed: 1)
@@ -79,7 +80,7 @@ struct Bench: ParsableCommand {
             ("batch", .integer(batch)), ("size", .integer(size)), ("threads", .integer(executor.threads)),
             ("median_s", .number(String(format6(median)))), ("min_s", .number(String(format6(sorted[0])))),
             ("runs", .array(times.map { .number(format6($0)) })), ("finite", .bool(finite)),
-            ("passes_applied", .array(applied.map { .string($0) })), ("nodes", .integer(graph.nodes.count)),
+            ("pipeline", .array(pipeline.map { .string($0) })), ("passes_applied", .array(applied.map { .string($0) })), ("nodes", .integer(graph.nodes.count)),
         ])
         print(obj.serialized())
         if profile {
