@@ -79,8 +79,9 @@ def main():
                                   "--runs", str(args.runs), "--threads", str(args.threads)])
                     peer += p["runs"]
             med = {k: statistics.median(v) for k, v in times.items()}
+            mins = {k: min(v) for k, v in times.items()}
             t = statistics.median(peer) if peer else None
-            rows.append((preset, batch, med, nodes, t))
+            rows.append((preset, batch, med, nodes, t, mins, min(peer) if peer else None))
             o, i = med["optimized"], med["imported"]
             print(f"DiCo-{preset} batch {batch}: imported {i:.3f} s, optimized {o:.3f} s, ratio {o / i:.2f}" +
                   (f"; PyTorch {t:.3f} s, imported/PyTorch {i / t:.2f}, optimized/PyTorch {o / t:.2f}" if t else ""), flush=True)
@@ -92,19 +93,21 @@ def main():
         import torch
         print(f"torch {torch.__version__}, threads {args.threads}, latent {args.size}x{args.size}, "
               f"{args.rounds} rounds x {args.runs} runs each, medians")
-    print("| model | batch | imported (s) | optimized (s) | optimized / imported | PyTorch eager (s) | optimized / PyTorch |")
-    print("|---|---|---|---|---|---|---|")
-    for preset, batch, med, nodes, t in rows:
+    print("| model | batch | imported (s) | optimized (s) | optimized / imported | PyTorch eager (s) | optimized / PyTorch | same, fastest runs |")
+    print("|---|---|---|---|---|---|---|---|")
+    for preset, batch, med, nodes, t, mins, tmin in rows:
         o, i = med["optimized"], med["imported"]
         print(f"| DiCo-{preset} | {batch} | {i:.3f} | {o:.3f} | {o / i:.2f} | " +
-              (f"{t:.3f} | {o / t:.2f} |" if t else "not measured | |"))
+              (f"{t:.3f} | {o / t:.2f} |" if t else "not measured | |") +
+              f" {mins['optimized'] / mins['imported']:.2f}" + (f", {mins['optimized'] / tmin:.2f} |" if tmin else " |"))
     if args.ablation:
         print()
-        print("| model | batch | pipeline | nodes | median (s) | vs full pipeline |")
-        print("|---|---|---|---|---|---|")
-        for preset, batch, med, nodes, t in rows:
+        print("| model | batch | pipeline | nodes | median (s) | vs full pipeline | fastest run (s) | vs full pipeline |")
+        print("|---|---|---|---|---|---|---|---|")
+        for preset, batch, med, nodes, t, mins, tmin in rows:
             for name, v in med.items():
-                print(f"| DiCo-{preset} | {batch} | {name} | {nodes[name]} | {v:.3f} | {v / med['optimized']:.3f} |")
+                print(f"| DiCo-{preset} | {batch} | {name} | {nodes[name]} | {v:.3f} | {v / med['optimized']:.3f} | "
+                      f"{mins[name]:.3f} | {mins[name] / mins['optimized']:.3f} |")
 
 
 if __name__ == "__main__":

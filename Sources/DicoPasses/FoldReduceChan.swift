@@ -22,9 +22,10 @@ import DicoRuntime
 ///    (DiCo's level 2: 2C -> 2C, the 1x1's multiply-adds vanish) and not when the 1x1 widens
 ///    (DiCo's level 1: C -> 2C would double the 3x3 conv).
 ///
-/// Rule 1 fires only together with rule 2 unless `splitWithoutFold`: measured on DiCo-S and
-/// XL (BENCHMARKS.md), the split alone is no faster than the concat (the add of the two
-/// branches costs what the concat copy did).
+/// Rule 1 fires only together with rule 2 unless `splitWithoutFold`: measured on DiCo-S
+/// (BENCHMARKS.md), the split alone is not measurably faster than the concat (the add of the
+/// two branches moves as many bytes as the concat copy did), so the default keeps the concat
+/// where nothing folds.
 public struct FoldReduceChan: GraphPass {
     /// `fold-reduce-chan`; the variant that splits everywhere is `split-reduce-chan` (not in
     /// the default pipeline; kept so the benchmark can measure the split alone).
