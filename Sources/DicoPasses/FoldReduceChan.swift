@@ -78,7 +78,6 @@ public struct FoldReduceChan: GraphPass {
         var rw = GraphRewriter(graph)
         for (i, node) in graph.nodes.enumerated() where !absorbed.contains(i) {
             guard let plan = plans[i] else { try rw.copy(node); continue }
-            let w = graph.floats(node.inputs[1])!
             let bias = node.inputs.count == 3 ? graph.floats(node.inputs[2])! : nil
             let wShape = graph[node.inputs[1]].type.shape.map { $0.constant! }
             let cout = wShape[0], cinTotal = wShape[1]
@@ -88,7 +87,9 @@ public struct FoldReduceChan: GraphPass {
                 let cin = graph[part].type.shape[1].constant!
                 // W_j: columns [col, col + cin) of W.
                 var wj = [Float](repeating: 0, count: cout * cin)
-                for co in 0..<cout { for ci in 0..<cin { wj[co * cin + ci] = w[co * cinTotal + col + ci] } }
+                graph.withFloats(node.inputs[1]) { w in
+                    for co in 0..<cout { for ci in 0..<cin { wj[co * cin + ci] = w[co * cinTotal + col + ci] } }
+                }
                 let withBias = j == 0 ? bias : nil
                 let branchName = "\(node.name).part\(j)"
                 if let (conv3, r) = plan.folds[j] {
@@ -115,23 +116,26 @@ public struct FoldReduceChan: GraphPass {
     /// 1x1 weight `wj` [cout, cin] (and `bias`, added once per output channel).
     private func fold(_ conv3: Node, r: Int, wj: [Float], cout: Int, cin: Int, bias: [Float]?, name: String,
                       graph: Graph, rw: inout GraphRewriter) throws -> ValueID {
-        let w3 = graph.floats(conv3.inputs[1])!
         let s3 = graph[conv3.inputs[1]].type.shape.map { $0.constant! }
         let k = s3[1] * s3[2] * s3[3], rr = r * r
         let b3 = conv3.inputs.count == 3 ? graph.floats(conv3.inputs[2])! : nil
         // For each sub-pixel s: W'[co*rr + s, :] = W_j[co, :] . W3[ci*rr + s, :], one GEMM over
-        // the rows of W3 that shuffle to s (leading dimension rr*k).
-        var w = [Float](repeating: 0, count: cout * rr * k)
+        // the rows of W3 that shuffle to s (leading dimension rr*k). W3 is read in place and W'
+        // written straight into its tensor: DiCo-XL's are 200 MB each.
+        let wOut = OwnedBytes(count: cout * rr * k * 4)
+        let c = wOut.pointer.assumingMemoryBound(to: Float.self)
         wj.withUnsafeBufferPointer { a in
-            w3.withUnsafeBufferPointer { b in
-                w.withUnsafeMutableBufferPointer { c in
-                    for s in 0..<rr {
-                        matrixProduct(m: cout, n: k, k: cin, a: a.baseAddress!, lda: cin, b: b.baseAddress! + s * k, ldb: rr * k,
-                                      c: c.baseAddress! + s * k, ldc: rr * k, threads: Executor.defaultThreads)
-                    }
+            graph.withFloats(conv3.inputs[1]) { b in
+                for s in 0..<rr {
+                    matrixProduct(m: cout, n: k, k: cin, a: a.baseAddress!, lda: cin, b: b + s * k, ldb: rr * k,
+                                  c: c + s * k, ldc: rr * k, threads: Executor.defaultThreads)
                 }
             }
         }
+        let w = TensorData(dtype: .f32, shape: [cout * rr, s3[1], s3[2], s3[3]], storage: .owned(wOut), byteCount: cout * rr * k * 4)
+        // W3 is not needed any more: drop its pages from our resident set, as conversion does
+        // for each tensor it has written (they come back from the page cache if read again).
+        if let d3 = graph.constant(conv3.inputs[1]), case let .mapped(file, offset) = d3.storage { file.release(offset: offset, count: d3.byteCount) }
         var b = [Float](repeating: 0, count: cout * rr)
         for co in 0..<cout {
             for s in 0..<rr {
@@ -140,9 +144,9 @@ public struct FoldReduceChan: GraphPass {
                 b[co * rr + s] = Float(acc)
             }
         }
-        var ins = [rw.value(conv3.inputs[0]), rw.newConstant(name + ".weight", TensorData(shape: [cout * rr, s3[1], s3[2], s3[3]], floats: w))]
+        var ins = [rw.value(conv3.inputs[0]), rw.newConstant(name + ".weight", w)]
         if b3 != nil || bias != nil { ins.append(rw.newConstant(name + ".bias", TensorData(shape: [cout * rr], floats: b))) }
-        let c = try rw.add(conv3.op, ins, name: name + ".conv")
-        return try rw.add(.pixelShuffle(factor: r), [c], name: name)
+        let conv = try rw.add(conv3.op, ins, name: name + ".conv")
+        return try rw.add(.pixelShuffle(factor: r), [conv], name: name)
     }
 }

@@ -151,6 +151,16 @@ extension Graph {
         return d.logicalDType == .f32 && d.quantization == nil
     }
 
+    /// Calls `body` with the float32 values of constant `id` in place when they are stored as
+    /// aligned float32 (a large weight is then not copied), else with a converted copy.
+    func withFloats<R>(_ id: ValueID, _ body: (UnsafePointer<Float>) throws -> R) rethrows -> R {
+        let d = constant(id)!
+        if d.dtype == .f32, d.quantization == nil, let p = d.bytes.baseAddress, Int(bitPattern: p) % MemoryLayout<Float>.alignment == 0 {
+            return try body(p.assumingMemoryBound(to: Float.self))
+        }
+        return try floats(id)!.withUnsafeBufferPointer { try body($0.baseAddress!) }
+    }
+
     /// The nodes reading each value, by value index (a node reading a value twice is listed twice).
     func readers() -> [Int: [Int]] {
         var r: [Int: [Int]] = [:]
