@@ -31,7 +31,7 @@ let package = Package(
         // ONNX import: the only user of the protobuf-c code.
         // DicoRuntime for HostTensor conversions; OpenBLAS for the interpreter's sgemm kernels.
         .target(name: "DicoONNX", dependencies: ["DicoCore", "DicoIR", "DicoRuntime", "COpenBLAS", "CONNXProto", "CProtobufC"]),
-        .target(name: "DicoPasses", dependencies: ["DicoCore", "DicoIR"]),
+        .target(name: "DicoPasses", dependencies: ["DicoCore", "DicoIR", "DicoRuntime"]),
         .target(name: "DicoFormat", dependencies: ["DicoCore", "DicoIR", "CZlib"]),
         .target(name: "DicoConversion", dependencies: [
             "DicoCore", "DicoIR", "DicoModel", "DicoSafetensors", "DicoQuant", "DicoFormat", "DicoPasses", "DicoRuntime", "DicoONNX",
@@ -50,7 +50,7 @@ let package = Package(
         .testTarget(name: "DicoIRTests", dependencies: ["DicoIR", "DicoCore"]),
         .testTarget(name: "DicoModelTests", dependencies: ["DicoModel", "DicoIR", "DicoSafetensors", "DicoCore"]),
         .testTarget(name: "DicoRuntimeTests", dependencies: ["DicoRuntime", "DicoModel", "DicoIR", "DicoSafetensors", "DicoCore"]),
-        .testTarget(name: "DicoPassesTests", dependencies: ["DicoPasses", "DicoRuntime", "DicoModel", "DicoIR", "DicoCore"]),
+        .testTarget(name: "DicoPassesTests", dependencies: ["DicoPasses", "DicoRuntime", "DicoModel", "DicoQuant", "DicoIR", "DicoCore"]),
         .testTarget(name: "DicoQuantTests", dependencies: ["DicoQuant", "DicoCore"]),
         .testTarget(name: "DicoFormatTests", dependencies: ["DicoFormat", "DicoConversion", "DicoPasses", "DicoSafetensors", "DicoModel", "DicoRuntime", "DicoIR", "DicoCore", "DicoQuant"]),
         // Imports CONNXProto only to build malformed models in memory (no Python needed).

@@ -3,17 +3,31 @@ import DicoIR
 
 /// Runs an ordered pipeline of passes.
 public struct PassManager: Sendable {
-    /// The default pipeline, in order:
-    /// 1. `eliminate-common-subexpressions`: share the timestep features and each SiLU(c).
-    /// 2. `fuse-layer-norm-modulate`: LayerNorm and adaLN modulation in one pass.
-    /// 3. `fuse-conv-activation`: GELU and sigmoid in the epilogue of the conv before them.
-    /// 4. `eliminate-dead-code`: drop what no output needs.
+    /// The default pipeline, in order (each pass's file lists its rules and why they are exact):
+    /// 1. `remove-identities`: drop x*1, x+0, full slices, one-input concats, shuffle/unshuffle
+    ///    pairs; compose slices. First, so the folds below see through them.
+    /// 2. `fold-constants`: evaluate small all-constant subgraphs (an importer's BatchNorm
+    ///    arithmetic on gamma, beta, mean and var) so the folds below see plain constants.
+    /// 3. `eliminate-common-subexpressions`: share the timestep features and each SiLU(c);
+    ///    before `fold-adaln-linears`, which groups linears by the value they read.
+    /// 4. `fold-batch-norm`: per-channel scale and shift after a conv into its weights.
+    /// 5. `fold-norm-affine`: per-channel scale and shift before a 1x1 conv or linear into it.
+    ///    Both before the fusions, which turn `conv2d` into ops these folds do not look into.
+    /// 6. `fold-adaln-linears`: the linears reading one SiLU(c) as one GEMM.
+    /// 7. `fold-reduce-chan`: the decoder's 1x1 over a concat split, the upsampled half folded
+    ///    into the 3x3 conv before the pixel shuffle. Before `fuse-conv-activation`, which
+    ///    would hide the 3x3 conv's `conv2d`.
+    /// 8. `fuse-layer-norm-modulate`: LayerNorm and adaLN modulation in one pass.
+    /// 9. `fuse-conv-activation`: GELU and sigmoid in the epilogue of the conv before them.
+    /// 10. `eliminate-dead-code`: drop what no output needs (the folds leave their inputs behind).
     public static let defaultPipeline: [any GraphPass] = [
-        EliminateCommonSubexpressions(), FuseLayerNormModulate(), FuseConvActivation(), EliminateDeadCode(),
+        RemoveIdentities(), FoldConstants(), EliminateCommonSubexpressions(), FoldBatchNorm(), FoldNormAffine(),
+        FoldAdaLNLinears(), FoldReduceChan(), FuseLayerNormModulate(), FuseConvActivation(), EliminateDeadCode(),
     ]
 
-    /// Every pass there is, by name.
-    public static let allPasses: [any GraphPass] = defaultPipeline
+    /// Every pass there is, by name: the default pipeline and `split-reduce-chan` (rule 1 of
+    /// `fold-reduce-chan` also where nothing folds, for measuring; see BENCHMARKS.md).
+    public static let allPasses: [any GraphPass] = defaultPipeline + [FoldReduceChan(splitWithoutFold: true)]
 
     /// The pass called `name`, if any.
     public static func pass(named name: String) -> (any GraphPass)? {

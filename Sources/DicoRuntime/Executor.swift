@@ -18,6 +18,10 @@ public final class Executor: @unchecked Sendable {
     /// Widened copies of non-float32 or misaligned constants, kept alive here.
     private var owned: [OwnedBytes] = []
     private let pool = BufferPool()
+    /// Nodes whose inputs are all constants, evaluated once here; `run` skips them. Passes
+    /// leave such nodes in place when folding them would grow the file (the adaLN weight
+    /// concatenation of `fold-adaln-linears`), so they cost a copy at load, not per run.
+    private var precomputed = Set<Int>()
 
     /// When true, `run` adds each node's wall time to `profile`, keyed by op name and
     /// kernel path (for `bench --profile`).
@@ -60,7 +64,29 @@ public final class Executor: @unchecked Sendable {
                 constants[id.index] = UnsafePointer(o.pointer.assumingMemoryBound(to: Float.self))
             }
         }
+        try precomputeConstantNodes()
     }
+
+    /// Evaluates, in order, every node that reads only constants (or other such nodes) and
+    /// has a fully constant shape, storing its output beside the constants.
+    private func precomputeConstantNodes() throws {
+        var shapes = [[Int]](repeating: [], count: graph.values.count)
+        for (i, v) in graph.values.enumerated() { shapes[i] = v.type.shape.compactMap(\.constant) }
+        for (n, node) in graph.nodes.enumerated() {
+            guard node.inputs.allSatisfy({ constants[$0.index] != nil }),
+                  graph[node.output].type.shape.allSatisfy({ $0.constant != nil }) else { continue }
+            let count = shapes[node.output.index].reduce(1, *)
+            let o = OwnedBytes(count: max(count, 1) * 4)
+            let out = o.pointer.assumingMemoryBound(to: Float.self)
+            try execute(node, out: out, f32: constants, i64: [:], shapes: shapes)
+            owned.append(o)
+            constants[node.output.index] = UnsafePointer(out)
+            precomputed.insert(n)
+        }
+    }
+
+    /// Whether `node` (by index) was evaluated once at construction (for tests).
+    public func isPrecomputed(_ node: Int) -> Bool { precomputed.contains(node) }
 
     /// Runs the graph on `inputs` (by graph-input name) and returns its outputs in order.
     /// - Throws: `DicoError.invalidInput` naming the input when one is missing, has the
@@ -104,7 +130,7 @@ public final class Executor: @unchecked Sendable {
         for (n, node) in graph.nodes.enumerated() { for i in node.inputs { lastUse[i.index] = n } }
         for o in graph.outputs { lastUse[o.index] = Int.max }
 
-        for (n, node) in graph.nodes.enumerated() {
+        for (n, node) in graph.nodes.enumerated() where !precomputed.contains(n) {
             let out = pool.take(shapes[node.output.index].reduce(1, *))
             let start = profiling ? monotonicSeconds() : 0
             try execute(node, out: out, f32: f32, i64: i64, shapes: shapes)
@@ -121,7 +147,7 @@ public final class Executor: @unchecked Sendable {
             }
             // Set: a node may read one value twice, and its buffer must return to the pool once.
             for i in Set(node.inputs) where lastUse[i.index] == n && graph.constant(i) == nil {
-                if let p = f32[i.index], case .node = graph[i].source {
+                if let p = f32[i.index], case let .node(producer) = graph[i].source, !precomputed.contains(producer) {
                     pool.give(UnsafeMutablePointer(mutating: p), shapes[i.index].reduce(1, *))
                 }
             }

@@ -2,6 +2,7 @@ import ArgumentParser
 import DicoCore
 import DicoConversion
 import DicoModel
+import DicoPasses
 import DicoRuntime
 #if canImport(Glibc)
 import Glibc
@@ -27,6 +28,15 @@ struct Bench: ParsableCommand {
     @Flag(help: "Print the time per op and kernel path to stderr.")
     var profile = false
 
+    @Flag(help: "Run the default pass pipeline on the graph first (a .safetensors graph is timed as imported otherwise; a .dico holds the graph its conversion chose).")
+    var optimize = false
+
+    @Option(help: "Run these passes (comma-separated, in order) on the graph first; implies --optimize.")
+    var passes: String?
+
+    @Option(name: .customLong("skip-pass"), help: "Leave this pass out of the pipeline (repeatable); implies --optimize.")
+    var skipPass: [String] = []
+
     @OptionGroup var threadOptions: ThreadOptions
 
     func validate() throws {
@@ -38,7 +48,14 @@ struct Bench: ParsableCommand {
     func run() throws {
         let loaded = try LoadedModel.open(model)
         let config = loaded.config
-        let executor = try Executor(graph: loaded.graph, threads: threadOptions.threads ?? Executor.defaultThreads)
+        var graph = loaded.graph
+        var applied: [String] = [], pipeline: [String] = []
+        if optimize || passes != nil || !skipPass.isEmpty {
+            let chosen = try PassManager.pipeline(passes: passes, skipping: skipPass)
+            pipeline = chosen.map(\.name)
+            (graph, applied) = try PassManager(passes: chosen).run(graph)
+        }
+        let executor = try Executor(graph: graph, threads: threadOptions.threads ?? Executor.defaultThreads)
         var rng = SplitMix64(seed: 1)
         let n = batch * config.inChannels * size * size
         let x = (0..<n).map { _ in Float(rng.next() >> 40) / 16_777_216 * 2 - 1 }
@@ -63,6 +80,7 @@ struct Bench: ParsableCommand {
             ("batch", .integer(batch)), ("size", .integer(size)), ("threads", .integer(executor.threads)),
             ("median_s", .number(String(format6(median)))), ("min_s", .number(String(format6(sorted[0])))),
             ("runs", .array(times.map { .number(format6($0)) })), ("finite", .bool(finite)),
+            ("pipeline", .array(pipeline.map { .string($0) })), ("passes_applied", .array(applied.map { .string($0) })), ("nodes", .integer(graph.nodes.count)),
         ])
         print(obj.serialized())
         if profile {

@@ -18,7 +18,10 @@ final class PassesCLITests: CLITestCase {
         XCTAssertEqual(ops["timestep_embedding"], 1)
         XCTAssertEqual(j["nodes"] as? Int, ops.values.reduce(0, +))
         let prov = try XCTUnwrap(j["provenance"] as? [String: Any])
-        XCTAssertEqual(prov["passes"] as? [String], ["eliminate-common-subexpressions", "fuse-layer-norm-modulate", "fuse-conv-activation"])
+        XCTAssertEqual(prov["passes"] as? [String], ["eliminate-common-subexpressions", "fold-adaln-linears", "fold-reduce-chan",
+                                                     "fuse-layer-norm-modulate", "fuse-conv-activation"])
+        XCTAssertEqual(ops["silu"], 6, "one SiLU per conditioning vector and per timestep MLP")
+        XCTAssertEqual(ops["linear"], 7, "one adaLN GEMM per conditioning vector, one for the three MLPs' first linears, their three second ones")
         XCTAssertEqual(ops["conv2d_activation"], 24)
     }
 

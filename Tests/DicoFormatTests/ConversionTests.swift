@@ -116,6 +116,9 @@ final class ConversionTests: XCTestCase {
     /// fp32: the same weights and graph as the safetensors run; PyTorch's own fp32-vs-fp64
     /// floor is 1.3e-6 (Fixtures/README.md), so 1e-5 as in the runtime tests.
     static let fp32Tolerance = 1e-5
+    /// Issue 4's bound for the optimized graph against the imported one: the folds reorder
+    /// float sums (about 1e-7 each), nothing more.
+    static let passesTolerance = 1e-5
     /// fp16 keeps 11 significand bits (relative rounding error <= 2^-11 = 4.9e-4 per weight;
     /// errors of independent weights partly cancel). Measured 5.1e-4.
     static let fp16Tolerance = 1e-3
@@ -128,45 +131,52 @@ final class ConversionTests: XCTestCase {
 
     // MARK: - fp32
 
-    /// fp32 .dico: the graph read back runs bit-identically to the safetensors graph (same
-    /// weights, same graph, same kernels) and within float rounding of PyTorch float64.
+    /// fp32 .dico: the graph read back is the imported graph after the default pipeline and
+    /// runs bit-identically to it; every tensor the source has keeps its exact bytes (the folds
+    /// add composed tensors and drop the ones they absorbed); the output is within the passes'
+    /// bound of the imported graph's and within float rounding of PyTorch float64.
     func testFP32RoundTripIsExact() throws {
         let out = "\(dir!)/tiny.dico"
         let summary = try S.convert(to: out, .fp32)
+        let source = try DiCoModelFile.load(S.tiny)
+        let (optimized, _) = try PassManager().run(source.graph)
+        let constants = optimized.constantIDs.count
         XCTAssertEqual(summary.converted, 0)
-        XCTAssertEqual(summary.kept, 141)
-        XCTAssertEqual(summary.bytesByDType, ["F32": S.tinyParameters * 4])
+        XCTAssertEqual(summary.kept, constants)
+        XCTAssertEqual(summary.bytesByDType, ["F32": optimized.constantIDs.reduce(0) { $0 + optimized.constant($1)!.byteCount }])
         XCTAssertEqual(S.entries(dir), ["tiny.dico"], "no temporary left")
 
-        let source = try DiCoModelFile.load(S.tiny)
         let file = try DicoFile(path: out)
         XCTAssertEqual(file.major, 1)
         XCTAssertEqual(file.minor, 0)
-        XCTAssertEqual(file.tensors.count, 141)
+        XCTAssertEqual(file.tensors.count, constants)
         XCTAssertTrue(file.tensors.allSatisfy { $0.dtype == .f32 && $0.quantization == nil })
-        let (optimized, _) = try PassManager().run(source.graph)
         XCTAssertEqual(file.graph.textDump(), optimized.textDump(), "the imported graph after the default pipeline")
-        // Every tensor holds the source's exact bytes.
+        var composed: [String] = []
         for e in file.tensors {
-            let a = try XCTUnwrap(file.tensor(e.name)), b = try XCTUnwrap(source.file.tensor(e.name))
+            let a = try XCTUnwrap(file.tensor(e.name))
+            guard let b = source.file.tensor(e.name) else { composed.append(e.name); continue }
             XCTAssertEqual(e.shape, b.shape, e.name)
             XCTAssertTrue(a.bytes.elementsEqual(b.bytes), "\(e.name) bytes differ")
         }
+        // fold-reduce-chan at level 2: the composed 3x3 conv (with the 1x1's bias) and the skip half.
+        XCTAssertEqual(composed.sorted(), ["reduce_chan_level2.part0.bias", "reduce_chan_level2.part0.weight", "reduce_chan_level2.part1.weight"])
 
         let ref = try S.reference(S.refA)
         let fromSafetensors = try S.run(source.graph, ref.inputs)
         let fromDico = try S.run(file.graph, ref.inputs)
         XCTAssertEqual(fromDico.shape, ref.shape)
-        XCTAssertEqual(fromDico, fromSafetensors, "the .dico runs bit-identically to the safetensors model")
+        XCTAssertEqual(fromDico, try S.run(optimized, ref.inputs), "the .dico runs bit-identically to the optimized graph in memory")
+        XCTAssertLessThanOrEqual(S.relativeL2(fromDico.floats!, fromSafetensors.floats!.map(Double.init)), Self.passesTolerance)
         XCTAssertLessThanOrEqual(S.relativeL2(fromDico.floats!, ref.out64), Self.fp32Tolerance)
 
         // The same through LoadedModel (what the CLI uses).
         let loaded = try LoadedModel.open(out)
         XCTAssertEqual(loaded.format, .dico)
         XCTAssertEqual(loaded.config, S.tinyConfig)
-        XCTAssertEqual(loaded.tensorCount, 141)
+        XCTAssertEqual(loaded.tensorCount, constants)
         XCTAssertNil(loaded.weights)
-        XCTAssertEqual(try S.run(loaded.graph, ref.inputs), fromSafetensors)
+        XCTAssertEqual(try S.run(loaded.graph, ref.inputs), fromDico)
     }
 
     // MARK: - Reduced precisions
@@ -198,8 +208,9 @@ final class ConversionTests: XCTestCase {
     }
 
     /// Issue 4's bound: int8 applied to the optimized graph is not worse than int8 on the
-    /// imported graph by more than 10% (relative L2 vs PyTorch float64). The passes so far
-    /// leave the weights alone and are exact, so the two are expected to be equal.
+    /// imported graph by more than 10% (relative L2 vs PyTorch float64). The folds quantize a
+    /// few composed weights (fold-reduce-chan's) instead of their factors, so the two differ
+    /// slightly.
     func testInt8OnTheOptimizedGraphIsNoWorse() throws {
         let ref = try S.reference(S.refA)
         var errors: [Bool: Double] = [:]
@@ -211,6 +222,7 @@ final class ConversionTests: XCTestCase {
             XCTAssertEqual(file.graph.opCounts["layer_norm_modulate"] != nil, optimize)
             errors[optimize] = S.relativeL2(try S.run(file.graph, ref.inputs).floats!, ref.out64)
         }
+        print("int8 vs PyTorch float64 on tiny_ref_a: optimized \(errors[true]!), imported \(errors[false]!)")
         XCTAssertLessThanOrEqual(errors[true]!, errors[false]! * 1.1, "optimized \(errors[true]!) vs imported \(errors[false]!)")
     }
 

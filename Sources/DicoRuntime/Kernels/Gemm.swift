@@ -97,3 +97,13 @@ func conv1x1Kernel(x: UnsafePointer<Float>, w: UnsafePointer<Float>, bias: Unsaf
                      b: x, ldb: pixels, strideB: cin * pixels, transB: false, c: y, ldc: pixels, strideC: cout * pixels,
                      batch: batch, accumulate: bias != nil), threads: threads, epilogue: tileActivation(activation))
 }
+
+/// C[m,n] = A[m,k] B[k,n] for row-major float32 matrices with leading dimensions, on
+/// `threads` workers through the same tiled sgemm as the executor (for passes that compose
+/// weight matrices at conversion time).
+public func matrixProduct(m: Int, n: Int, k: Int, a: UnsafePointer<Float>, lda: Int, b: UnsafePointer<Float>, ldb: Int,
+                          c: UnsafeMutablePointer<Float>, ldc: Int, threads: Int) {
+    useSingleThreadedBLAS()
+    gemm(GemmProblem(m: m, n: n, k: k, a: a, lda: lda, strideA: 0, b: b, ldb: ldb, strideB: 0, transB: false,
+                     c: c, ldc: ldc, strideC: 0, accumulate: false), threads: threads)
+}
