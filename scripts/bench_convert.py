@@ -2,11 +2,14 @@
 """Conversion benchmark: `dico-convert IN OUT.dico --int8` (and other precisions) against a
 plain copy of the same input file, interleaved in one run.
 
-    python3 scripts/bench_convert.py [--preset XL] [--precisions int8,fp16] [--rounds 3]
+    python3 scripts/bench_convert.py [--preset XL] [--precisions int8,fp16] [--rounds 3] [--onnx FILE.onnx]
 
 Builds dico-convert (release), writes synthetic preset weights into bench-out/ if missing,
 warms the page cache, then per round: `cp IN bench-out/copy.bin` and each conversion. Prints
 median wall time, the peak RSS of each conversion (from wait4), and the ratio to the copy.
+With --onnx (an export of the same weights, e.g. by scripts/export_dico_onnx.py), each round
+also converts it to int8 and `inspect`s both files (import: parse, recognize, and for ONNX the
+canonicalization proof), printed with the ratio to the safetensors path.
 """
 import argparse, os, statistics, subprocess, time, datetime, platform
 
@@ -30,6 +33,7 @@ def main():
     ap.add_argument("--preset", default="XL")
     ap.add_argument("--precisions", default="int8,fp16,fp32")
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--onnx", help="an ONNX export of the same model, converted next to the safetensors file")
     args = ap.parse_args()
     subprocess.run(["swift", "build", "-c", "release", "--product", "dico-convert"], cwd=ROOT, check=True,
                    stdout=subprocess.DEVNULL)
@@ -43,7 +47,13 @@ def main():
             pass
     copy_path = os.path.join(OUT, "copy.bin")
     copies, runs = [], {p: [] for p in args.precisions.split(",")}
+    imports = {"safetensors": [], "onnx": []}
+    onnx_int8 = []
     for _ in range(args.rounds):
+        if args.onnx:
+            imports["safetensors"].append(timed([BIN, "inspect", model]))
+            imports["onnx"].append(timed([BIN, "inspect", args.onnx]))
+            onnx_int8.append(timed([BIN, args.onnx, os.path.join(OUT, "onnx-int8.dico"), "--int8", "--force", "--quiet"]))
         copies.append(timed(["cp", model, copy_path])[0])
         os.remove(copy_path)
         for p in runs:
@@ -61,6 +71,18 @@ def main():
         m = max(x[1] for x in r)
         out = os.path.getsize(os.path.join(OUT, f"{args.preset}-{p}.dico"))
         print(f"| dico-convert --{p} ({out / 1e9:.2f} GB out) | {t:.2f} | {m:.0f} | {t / c:.2f} |")
+    if args.onnx:
+        st = statistics.median(x[0] for x in runs["int8"]) if "int8" in runs else None
+        print()
+        print(f"ONNX: {os.path.basename(args.onnx)} ({(os.path.getsize(args.onnx) + sum(os.path.getsize(os.path.join(os.path.dirname(args.onnx), f)) for f in os.listdir(os.path.dirname(args.onnx) or '.') if f.startswith(os.path.basename(args.onnx) + '.'))) / 1e9:.2f} GB with external data)")
+        print("| work | safetensors (s) | safetensors RSS (MB) | onnx (s) | onnx RSS (MB) | ratio |")
+        print("|---|---|---|---|---|---|")
+        a, b = imports["safetensors"], imports["onnx"]
+        ta, tb = statistics.median(x[0] for x in a), statistics.median(x[0] for x in b)
+        print(f"| import (`inspect`) | {ta:.2f} | {max(x[1] for x in a):.0f} | {tb:.2f} | {max(x[1] for x in b):.0f} | {tb / ta:.2f} |")
+        if st is not None:
+            to = statistics.median(x[0] for x in onnx_int8)
+            print(f"| convert --int8 | {st:.2f} | {max(x[1] for x in runs['int8']):.0f} | {to:.2f} | {max(x[1] for x in onnx_int8):.0f} | {to / st:.2f} |")
 
 
 if __name__ == "__main__":
