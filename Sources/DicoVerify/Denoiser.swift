@@ -49,7 +49,7 @@ public enum VerifyModels {
     /// - Throws: `DicoError.io` / `.invalidInput` naming the file and what is wrong.
     public static func open(_ path: String, threads: Int) throws -> any Denoiser {
         let m = try LoadedModel.open(path)
-        if let onnx = m.onnx { return try ONNXDenoiser(model: m, onnx: onnx, provenance: describe(m)) }
+        if let onnx = m.onnx { return try ONNXDenoiser(model: m, onnx: onnx, provenance: describe(m), threads: threads) }
         return try GraphDenoiser(graph: m.graph, config: m.config, provenance: describe(m), threads: threads)
     }
 

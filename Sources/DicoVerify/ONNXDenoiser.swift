@@ -12,6 +12,11 @@ import DicoRuntime
 /// An export with a static batch (the legacy exporter without dynamic axes) is run in chunks
 /// of that batch, the last chunk padded with copies of its last sample (each sample of DiCo is
 /// computed independently, so padding does not change the others).
+///
+/// An export with a fixed latent size cannot run other sizes at all. At another size the
+/// canonical graph runs instead: import proved it computes what the export computes at the
+/// export's size, and DiCo is convolutional, so it is the function the export would compute
+/// there. `canonicalSizes` records the sizes that took that path, for the report.
 public final class ONNXDenoiser: Denoiser {
     public let config: DiCoConfig
     public let provenance: JSONValue
@@ -19,22 +24,41 @@ public final class ONNXDenoiser: Denoiser {
     let names: [String]
     let staticBatch: Int?
     let integerTimesteps: Bool
+    let fixedSize: (h: Int, w: Int)?
+    let canonical: GraphDenoiser
+    /// Latent sizes ("HxW") run by the canonical graph because the export fixes another.
+    public private(set) var canonicalSizes: Set<String> = []
 
     /// Prepares the ONNX graph of `model` (opened by `LoadedModel.open`, so already proven to
     /// compute DiCo) for running.
     /// - Throws: `DicoError` when the interpreter refuses the graph.
-    public init(model: LoadedModel, onnx: ONNXModel, provenance: JSONValue) throws {
+    public init(model: LoadedModel, onnx: ONNXModel, provenance: JSONValue, threads: Int) throws {
         config = model.config
-        self.provenance = provenance
         interpreter = try ONNXInterpreter(model: onnx)
         let inputs = onnx.graph.inputs
         names = inputs.map(\.name)
         if let first = inputs.first?.shape?.first, case .value(let b) = first, b > 0 { staticBatch = Int(b) } else { staticBatch = nil }
         integerTimesteps = inputs.count > 1 && (inputs[1].elementType == .i64)
+        if let dims = inputs.first?.shape, dims.count == 4, case .value(let h) = dims[2], case .value(let w) = dims[3] {
+            fixedSize = (Int(h), Int(w))
+        } else {
+            fixedSize = nil
+        }
+        var described = provenance
+        if let f = fixedSize, case .object(var members) = provenance {
+            members.append(("note", .string("the export fixes the latent at \(f.h)x\(f.w); other sizes run the canonical graph import proved equal to it")))
+            described = .object(members)
+        }
+        self.provenance = described
+        canonical = try GraphDenoiser(graph: model.graph, config: model.config, provenance: described, threads: threads)
     }
 
     public func predict(x: HostTensor, t: [Float], y: [Int64]) throws -> HostTensor {
         let n = x.shape[0]
+        if let f = fixedSize, x.shape.count == 4, x.shape[2] != f.h || x.shape[3] != f.w {
+            canonicalSizes.insert("\(x.shape[2])x\(x.shape[3])")
+            return try canonical.predict(x: x, t: t, y: y)
+        }
         guard let xs = x.floats, names.count == 3 else { throw DicoError(.internalError, "ONNX denoiser: x is not float32") }
         let chunk = staticBatch ?? n
         let per = xs.count / max(n, 1)

@@ -173,6 +173,21 @@ final class ONNXDenoiserTests: XCTestCase {
     }
 }
 
+extension ONNXDenoiserTests {
+    /// At a latent size the export cannot run (the opset-13 export fixes 8x8), the canonical graph
+    /// runs instead, and the description says so.
+    func testFixedSizeExportFallsBackToTheCanonicalGraph() throws {
+        let path = "\(CanonicalizationTests.fixtures)/tiny_opset13.onnx"
+        let onnx = try XCTUnwrap(try VerifyModels.open(path, threads: 2) as? ONNXDenoiser)
+        let m = try LoadedModel.open(path)
+        let canonical = try GraphDenoiser(graph: m.graph, config: m.config, provenance: .null, threads: 2)
+        let x = HostTensor(shape: [1, 4, 16, 16], floats: (0..<1024).map { Float($0 % 17) / 8 - 1 })
+        XCTAssertEqual(try onnx.predict(x: x, t: [500], y: [3]), try canonical.predict(x: x, t: [500], y: [3]))
+        XCTAssertEqual(onnx.canonicalSizes, ["16x16"])
+        XCTAssertTrue(onnx.provenance.serialized().contains("fixes the latent at 8x8"))
+    }
+}
+
 /// Provenance of a conversion from ONNX: the format, and the external data file hashed too.
 final class ONNXProvenanceTests: XCTestCase {
     func testExternalDataIsHashedIntoTheProvenance() throws {
