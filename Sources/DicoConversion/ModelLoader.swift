@@ -77,12 +77,38 @@ extension LoadedModel {
     /// computes). See `ONNXCanonicalizer`.
     static func openONNX(_ path: String, checkValues: Bool) throws -> LoadedModel {
         let onnx = try ONNXModel.load(path: path)
-        let canonical: ONNXCanonicalizer.Canonical
         do {
-            canonical = try ONNXCanonicalizer.canonicalize(onnx, checkValues: checkValues)
+            return try fromONNX(onnx, checkValues: checkValues)
         } catch let e as ONNXCanonicalizer.NotDiCo {
             throw DicoError.invalid(path, "ONNX model is not a DiCo export: \(e.reason)")
         }
+    }
+
+    /// A model file as `inspect` and `run` take it: a DiCo (from any format), or an ONNX graph
+    /// that is not DiCo, which runs in the ONNX interpreter as written.
+    public enum AnyModel {
+        case dico(LoadedModel)
+        /// The parsed ONNX model and why canonicalization did not take it as DiCo.
+        case genericONNX(ONNXModel, whyNotDiCo: String)
+    }
+
+    /// Opens `path` like `open`, but returns an ONNX graph that is not DiCo instead of refusing it.
+    /// - Throws: as `open`.
+    public static func openAny(_ path: String) throws -> AnyModel {
+        guard isONNX(path) else { return .dico(try open(path)) }
+        let onnx = try ONNXModel.load(path: path)
+        do {
+            return .dico(try fromONNX(onnx, checkValues: true))
+        } catch let e as ONNXCanonicalizer.NotDiCo {
+            return .genericONNX(onnx, whyNotDiCo: e.reason)
+        }
+    }
+
+    /// Canonicalizes a parsed ONNX model as DiCo.
+    /// - Throws: `ONNXCanonicalizer.NotDiCo`, or `DicoError` for invalid DiCo weights.
+    static func fromONNX(_ onnx: ONNXModel, checkValues: Bool) throws -> LoadedModel {
+        let path = onnx.path
+        let canonical = try ONNXCanonicalizer.canonicalize(onnx, checkValues: checkValues)
         var bytes: [String: Int] = [:]
         for i in onnx.graph.initializers { bytes[i.tensor.dtype.safetensorsName, default: 0] += i.tensor.byteCount }
         let size = (try? MappedFile(path: path).size) ?? 0

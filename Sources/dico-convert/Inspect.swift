@@ -3,12 +3,13 @@ import DicoCore
 import DicoIR
 import DicoConversion
 import DicoModel
+import DicoONNX
 
 /// `dico-convert inspect FILE`: what a model file holds.
 struct Inspect: ParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Print a model's preset, configuration, parameter count, tensors and graph.")
 
-    @Argument(help: "A DiCo model (.safetensors or .dico).")
+    @Argument(help: "A model (.safetensors, .onnx or .dico).")
     var file: String
 
     @Flag(help: "Print one JSON object instead of text.")
@@ -18,7 +19,15 @@ struct Inspect: ParsableCommand {
     var ir = false
 
     func run() throws {
-        let model = try LoadedModel.open(file)
+        let opened = try LoadedModel.openAny(file)
+        guard case .dico(let model) = opened else {
+            if case .genericONNX(let onnx, let why) = opened {
+                if ir { throw DicoError(.usage, "\(file): --ir shows the DiCo IR; this ONNX graph is not DiCo (\(why))") }
+                let report = GenericONNXReport(file: file, model: onnx, whyNotDiCo: why)
+                print(json ? report.json : report.text)
+            }
+            return
+        }
         if ir {
             print(model.graph.textDump(), terminator: "")
             return
@@ -100,4 +109,63 @@ func grouped(_ n: Int) -> String {
         out.append(ch)
     }
     return out
+}
+
+/// What `inspect` prints for an ONNX graph that is not DiCo: it imports and runs in the ONNX
+/// interpreter, but none of the DiCo-specific recognition, passes or conversion apply.
+struct GenericONNXReport {
+    let file: String
+    let model: ONNXModel
+    let whyNotDiCo: String
+
+    var opCounts: [(String, Int)] {
+        Dictionary(model.graph.nodes.map { ($0.opType, 1) }, uniquingKeysWith: +).sorted { $0.key < $1.key }
+    }
+    var bytesByDType: [(String, Int)] {
+        Dictionary(model.graph.initializers.map { ($0.tensor.dtype.safetensorsName, $0.tensor.byteCount) }, uniquingKeysWith: +)
+            .sorted { $0.key < $1.key }
+    }
+    var note: String { "not a DiCo export (\(whyNotDiCo)): runs in the ONNX interpreter; DiCo recognition, passes and conversion do not apply" }
+
+    static func describe(_ v: ONNXValueInfo) -> String {
+        let dims = v.shape.map { "[" + $0.map { d -> String in
+            switch d {
+            case .value(let n): return "\(n)"
+            case .param(let p): return p
+            case .unknown: return "?"
+            }
+        }.joined(separator: ", ") + "]" } ?? "(no shape)"
+        return "\(v.name) \(v.elementType?.rawValue ?? "?") \(dims)"
+    }
+
+    var text: String {
+        [
+            "file:        \(file)",
+            "format:      onnx",
+            "model:       not DiCo",
+            "producer:    \(model.producerName) \(model.producerVersion), opset \(model.defaultOpset ?? 0)",
+            "inputs:      " + model.graph.inputs.map(Self.describe).joined(separator: ", "),
+            "outputs:     " + model.graph.outputs.map(Self.describe).joined(separator: ", "),
+            "tensors:     \(model.graph.initializers.count)",
+            "bytes:       " + bytesByDType.map { "\($0.0) \(grouped($0.1))" }.joined(separator: ", "),
+            "nodes:       \(model.graph.nodes.count) (" + opCounts.map { "\($0.0) \($0.1)" }.joined(separator: ", ") + ")",
+            "note:        \(note)",
+        ].joined(separator: "\n")
+    }
+
+    var json: String {
+        JSONValue.object([
+            ("file", .string(file)),
+            ("format", .string("onnx")),
+            ("preset", .null),
+            ("opset", .integer(Int(model.defaultOpset ?? 0))),
+            ("inputs", .array(model.graph.inputs.map { .string(Self.describe($0)) })),
+            ("outputs", .array(model.graph.outputs.map { .string(Self.describe($0)) })),
+            ("tensors", .integer(model.graph.initializers.count)),
+            ("bytes_by_dtype", .object(bytesByDType.map { ($0.0, .integer($0.1)) })),
+            ("nodes", .integer(model.graph.nodes.count)),
+            ("ops", .object(opCounts.map { ($0.0, .integer($0.1)) })),
+            ("notes", .array([.string(note)])),
+        ]).serialized()
+    }
 }

@@ -2,6 +2,7 @@ import ArgumentParser
 import DicoCore
 import DicoConversion
 import DicoModel
+import DicoONNX
 import DicoRuntime
 import DicoSafetensors
 #if canImport(Glibc)
@@ -14,7 +15,7 @@ struct Run: ParsableCommand {
         abstract: "Run the model on x [N,4,H,W] f32, t [N] (i64 or f32) and y [N] i64; write out [N,8,H,W] f32.",
         discussion: "Other tensors in the input file are ignored, so a reference file holding its expected output runs as is.")
 
-    @Argument(help: "A DiCo model (.safetensors or .dico).")
+    @Argument(help: "A model (.safetensors, .onnx or .dico). An ONNX graph that is not DiCo runs as written in the ONNX interpreter, its inputs read from --input by name.")
     var model: String
 
     @Option(help: "A safetensors file with the tensors x, t and y.")
@@ -32,7 +33,9 @@ struct Run: ParsableCommand {
         installInterruptHandlers()
         // Fail before the forward pass, not after it; the atomic writer checks again at the end.
         if !force, access(output, F_OK) == 0 { throw DicoError(.usage, "\(output): already exists; pass --force to overwrite") }
-        let loaded = try LoadedModel.open(model)
+        let opened = try LoadedModel.openAny(model)
+        if case .genericONNX(let onnx, _) = opened { return try runGeneric(onnx) }
+        guard case .dico(let loaded) = opened else { return }
         let inputs = try RunInputs.read(input)
         let executor = try Executor(graph: loaded.graph, threads: threadOptions.threads ?? Executor.defaultThreads)
         let out: [HostTensor]
@@ -43,6 +46,25 @@ struct Run: ParsableCommand {
         }
         try SafetensorsWriter.write([(name: "out", data: out[0].tensorData)], metadata: ["made_by": "dico-convert \(dicoConvertVersion) run"],
                                     to: output, overwrite: force)
+    }
+}
+
+extension Run {
+    /// A non-DiCo ONNX graph: every graph input is read from `--input` under its own name, the
+    /// graph runs in the interpreter, and every graph output is written under its name.
+    func runGeneric(_ onnx: ONNXModel) throws {
+        let f = try SafetensorsFile(path: input)
+        var feeds: [String: ONNXValue] = [:]
+        for v in onnx.graph.inputs {
+            guard let t = f.tensor(v.name) else {
+                throw DicoError.invalid(input, "missing tensor '\(v.name)' (an input of \(model): \(onnx.graph.inputs.map(\.name).joined(separator: ", ")))")
+            }
+            feeds[v.name] = try ONNXValue(t)
+        }
+        // The interpreter's errors already name the model and the input or node.
+        let outputs = try ONNXInterpreter(model: onnx).run(feeds)
+        let tensors = onnx.graph.outputs.map { (name: $0.name, data: outputs[$0.name]!.tensorData) }
+        try SafetensorsWriter.write(tensors, metadata: ["made_by": "dico-convert \(dicoConvertVersion) run"], to: output, overwrite: force)
     }
 }
 

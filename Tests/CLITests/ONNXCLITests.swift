@@ -34,6 +34,25 @@ final class ONNXCLITests: CLITestCase {
         XCTAssertEqual(entries(outDir), [])
     }
 
+    /// A model that is not DiCo still imports and runs, as written, in the ONNX interpreter:
+    /// `inspect` says what it is and why DiCo does not apply; `run` feeds the graph inputs by name
+    /// and matches PyTorch within 1e-5 relative L2 (the suite's fp32 bound; the interpreter's
+    /// conv and GEMM sum in another order than PyTorch's, about 1e-7 here).
+    func testNonDiCoOnnxInspectsAndRuns() throws {
+        let inspect = try dicoConvert(["inspect", fixture("convnet.onnx")])
+        XCTAssertEqual(inspect.status, 0, inspect.stderr)
+        XCTAssertTrue(inspect.stdout.contains("model:       not DiCo"), inspect.stdout)
+        XCTAssertTrue(inspect.stdout.contains("Conv 2"), inspect.stdout)
+        XCTAssertTrue(inspect.stdout.contains("DiCo recognition, passes and conversion do not apply"), inspect.stdout)
+        let result = "\(outDir!)/out.safetensors"
+        let run = try dicoConvert(["run", fixture("convnet.onnx"), "--input", fixture("convnet_ref.safetensors"), "--output", result])
+        XCTAssertEqual(run.status, 0, run.stderr)
+        let got = try SafetensorsFile(path: result).tensor("out")!
+        let want = try SafetensorsFile(path: fixture("convnet_ref.safetensors")).tensor("out")!
+        XCTAssertEqual(got.shape, want.shape)
+        XCTAssertLessThan(relativeL2(got.floats(), want.floats()), 1e-5)
+    }
+
     /// An external data file that is missing: exit 74 (I/O), naming the file, nothing written.
     func testMissingExternalDataIsAnIOError() throws {
         let copy = dir.file("tiny_dynamo.onnx")
