@@ -116,8 +116,9 @@ public enum Converter {
         // changed while it was read is caught by the hasher's byte count.
         let sourceSize = model.sourceSize
         let zeros = String(repeating: "0", count: 64)
+        let externalNames = relativeNames(model.externalFiles.map(\.path), to: input)
         func prov(_ digest: String, _ externalDigests: [String]) -> JSONValue {
-            let external = zip(model.externalFiles, externalDigests).map { (file: $0.0.path, size: $0.0.size, sha256: $0.1) }
+            let external = model.externalFiles.indices.map { (file: externalNames[$0], size: model.externalFiles[$0].size, sha256: externalDigests[$0]) }
             return provenance(input: input, format: model.format.rawValue, size: sourceSize, sha256: digest, external: external,
                               policy: policy, options: options, passes: applied, converted: converted, kept: kept,
                               strippedPrefix: weights.strippedPrefix)
@@ -152,6 +153,17 @@ public enum Converter {
                                  converted: converted, kept: kept, seconds: monotonicSeconds() - start)
     }
 
+    /// `paths` (as resolved by the ONNX reader) relative to the folder of `model`, as the model
+    /// names them; computed once, so the placeholder and the final provenance agree byte for byte.
+    static func relativeNames(_ paths: [String], to model: String) -> [String] {
+        guard !paths.isEmpty else { return [] }
+        let slash = model.lastIndex(of: "/")
+        let dir = slash.map { $0 == model.startIndex ? "/" : String(model[..<$0]) } ?? "."
+        let folder = realpath(dir, nil).map { p in defer { free(p) }; return String(cString: p) } ?? dir
+        let prefix = folder.hasSuffix("/") ? folder : folder + "/"
+        return paths.map { $0.hasPrefix(prefix) ? String($0.dropFirst(prefix.count)) : $0 }
+    }
+
     static func provenance(input: String, format: String, size: Int, sha256: String, external: [(file: String, size: Int, sha256: String)],
                            policy: QuantPolicy, options: ConversionOptions, passes: [String],
                            converted: Int, kept: Int, strippedPrefix: String) -> JSONValue {
@@ -170,12 +182,8 @@ public enum Converter {
             ("sha256", .string(sha256)), ("stripped_prefix", .string(strippedPrefix)),
         ]
         if !external.isEmpty {
-            // Paths relative to the model's folder, as the ONNX file names them.
-            let dir = input.split(separator: "/", omittingEmptySubsequences: false).dropLast().joined(separator: "/")
-            let folder = realpath(dir.isEmpty ? "." : dir, nil).map { p in defer { free(p) }; return String(cString: p) } ?? dir
             source.append(("external_data", .array(external.map { e in
-                let rel = !folder.isEmpty && e.file.hasPrefix(folder + "/") ? String(e.file.dropFirst(folder.count + 1)) : e.file
-                return .object([("file", .string(rel)), ("size", .integer(e.size)), ("sha256", .string(e.sha256))])
+                .object([("file", .string(e.file)), ("size", .integer(e.size)), ("sha256", .string(e.sha256))])
             })))
         }
         var members: [(key: String, value: JSONValue)] = [

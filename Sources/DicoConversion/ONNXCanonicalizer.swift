@@ -24,8 +24,8 @@ import DicoRuntime
 ///    weight the exporter renamed, a different epsilon) fails the proof and is imported as a
 ///    generic ONNX graph instead, with a note saying why.
 ///
-/// The proof runs at a small latent (8x8, or the export's static size) so it costs a fraction
-/// of one forward pass at 32x32.
+/// The proof runs at a small latent (8x8, or the export's static size) on two samples, so it
+/// costs a fraction of one forward pass at 32x32.
 public enum ONNXCanonicalizer {
     /// Relative L2 bound of the proof. fp32 evaluation of the same function in two op orders
     /// differs by about 1e-6 on DiCo (float rounding, GELU approximations within 1.1e-6); a
@@ -93,15 +93,19 @@ extension ONNXCanonicalizer {
 
     static func formatted(_ v: Double) -> String { String(format: "%.2e", v) }
 
-    /// The graph inputs in DiCo's order x, t, y, with the sizes to probe at: the export's
-    /// static sizes where it has them, else batch 2 at 8x8.
-    struct Binding {
-        var names: [String]
-        var batch: Int, height: Int, width: Int
-        var tIsInteger: Bool
+    /// The graph inputs in DiCo's order x, t, y, their element types, and the sizes to probe
+    /// at: the export's static sizes where it has them, else batch 2 at 8x8.
+    public struct Binding: Sendable {
+        public var names: [String]
+        public var batch: Int, height: Int, width: Int
+        /// Whether the batch is fixed by the export (then it must be fed exactly).
+        public var staticBatch: Bool
+        public var tType: DType, yType: DType
     }
 
-    static func bindInputs(_ model: ONNXModel, config: DiCoConfig) throws -> Binding {
+    /// Binds the three graph inputs.
+    /// - Throws: `NotDiCo` when the inputs are not DiCo's x, t, y.
+    public static func bindInputs(_ model: ONNXModel, config: DiCoConfig) throws -> Binding {
         let ins = model.graph.inputs
         guard ins.count == 3 else {
             throw NotDiCo(reason: "DiCo takes three inputs (x, t, y); the graph has \(ins.count): \(ins.map(\.name))")
@@ -119,10 +123,36 @@ extension ONNXCanonicalizer {
         guard let yd = dims(ins[2]), yd.count == 1, let yType = ins[2].elementType, [.i64, .i32].contains(yType) else {
             throw NotDiCo(reason: "input '\(ins[2].name)' is not a rank-1 integer class vector")
         }
-        // One sample unless the export fixes the batch: samples are independent in DiCo, and the
-        // proof's cost is a forward pass of each graph.
-        let batch = xd[0] ?? td[0] ?? yd[0] ?? 1
-        return Binding(names: ins.map(\.name), batch: batch, height: xd[2] ?? 8, width: xd[3] ?? 8, tIsInteger: tType != .f32 && tType != .f64)
+        let fixed = xd[0] ?? td[0] ?? yd[0]
+        let height = xd[2] ?? 8, width = xd[3] ?? 8
+        // A bounded probe: a declared shape may be absurd (each dimension is capped above, not
+        // their product).
+        guard height % 4 == 0, width % 4 == 0 else {
+            throw NotDiCo(reason: "input '\(ins[0].name)' fixes the latent at \(height)x\(width); DiCo needs H and W divisible by 4")
+        }
+        let (elements, overflow) = (fixed ?? 2).multipliedReportingOverflow(by: config.inChannels * height * width)
+        guard !overflow, elements <= 1 << 26 else {
+            throw NotDiCo(reason: "input '\(ins[0].name)' declares a fixed shape of more than 2^26 elements; cannot probe it")
+        }
+        return Binding(names: ins.map(\.name), batch: fixed ?? 2, height: height, width: width, staticBatch: fixed != nil,
+                       tType: tType, yType: yType)
+    }
+
+    /// One probe input set in the graph's declared element types.
+    static func onnxInputs(_ b: Binding, n: Int, x: [Float], t: [Int64], y: [Int64], xShape: [Int]) throws -> [String: ONNXValue] {
+        let tStorage: ONNXValue.Storage
+        switch b.tType {
+        case .i64: tStorage = .i64(t)
+        case .i32: tStorage = .i32(t.map { Int32($0) })
+        case .f64: tStorage = .f64(t.map(Double.init))
+        default: tStorage = .f32(t.map(Float.init))
+        }
+        let yStorage: ONNXValue.Storage = b.yType == .i32 ? .i32(y.map { Int32($0) }) : .i64(y)
+        guard let xv = ONNXValue(shape: xShape, floats: x), let tv = ONNXValue(shape: [n], storage: tStorage),
+              let yv = ONNXValue(shape: [n], storage: yStorage) else {
+            throw DicoError(.internalError, "ONNX canonicalization: probe tensors do not fit their shapes")
+        }
+        return [b.names[0]: xv, b.names[1]: tv, b.names[2]: yv]
     }
 }
 
@@ -130,9 +160,21 @@ extension ONNXCanonicalizer {
     /// Runs the ONNX graph as written and the canonical graph on the same seeded probe and
     /// returns the relative L2 difference of their outputs.
     static func prove(_ model: ONNXModel, canonical: Graph, config: DiCoConfig, binding b: Binding, threads: Int) throws -> Double {
-        let n = b.batch, count = n * config.inChannels * b.height * b.width
-        // A fixed, seeded probe: unit-scale latents, timesteps at both ends and inside, labels
-        // that include the null class (the unconditional half of guidance).
+        let interpreter: ONNXInterpreter
+        do {
+            interpreter = try ONNXInterpreter(model: model, convertWeightsOnUse: true)
+        } catch let e as DicoError where e.kind == .invalidInput {
+            throw NotDiCo(reason: "the graph cannot run in the ONNX interpreter: \(e.message)")
+        }
+        let executor = try Executor(graph: canonical, threads: threads)
+        executor.releaseMappedConstants = true
+        // Two probe samples at least, so that the timestep and the class are each seen at two
+        // values (a graph that ignored either would otherwise pass): timestep 999 with the null
+        // class, timestep 37 with a real class. A fixed batch of one runs them one by one.
+        let rows = config.numClasses + (config.hasNullClass ? 1 : 0)
+        let perRun = b.batch
+        let runs = b.batch >= 2 ? 1 : 2
+        var num = 0.0, den = 0.0
         var state: UInt64 = 0x9E37_79B9_7F4A_7C15
         func next() -> Float {
             state &+= 0x9E37_79B9_7F4A_7C15
@@ -142,36 +184,35 @@ extension ONNXCanonicalizer {
             z ^= z >> 31
             return Float(z >> 40) / Float(1 << 24) * 4 - 2
         }
-        let x = (0..<count).map { _ in next() }
-        let tValues: [Int64] = (0..<n).map { i in Int64([999, 0, 500, 250, 750, 37][i % 6]) }
-        let rows = config.numClasses + (config.hasNullClass ? 1 : 0)
-        let yValues: [Int64] = (0..<n).map { i in Int64(i == 0 ? rows - 1 : (i * 7) % rows) }
-        let xShape = [n, config.inChannels, b.height, b.width]
-
-        guard let xv = ONNXValue(shape: xShape, floats: x), let yv = ONNXValue(shape: [n], int64s: yValues),
-              let tv = b.tIsInteger ? ONNXValue(shape: [n], int64s: tValues) : ONNXValue(shape: [n], floats: tValues.map(Float.init)) else {
-            throw DicoError(.internalError, "ONNX canonicalization: probe tensors do not fit their shapes")
+        for r in 0..<runs {
+            let n = perRun, xShape = [n, config.inChannels, b.height, b.width]
+            // Seeded, unit-scale latents; timesteps at both ends and inside; labels that include
+            // the null class (the unconditional half of guidance).
+            let x = (0..<(n * config.inChannels * b.height * b.width)).map { _ in next() }
+            let t: [Int64] = (0..<n).map { i in [999, 37, 500, 0, 750, 250][(i + r) % 6] }
+            let y: [Int64] = (0..<n).map { i in Int64((i + r) % 2 == 0 ? rows - 1 : (3 + 7 * (i + r)) % max(rows - 1, 1)) }
+            let theirs: ONNXValue
+            do {
+                theirs = try interpreter.runOrdered(try onnxInputs(b, n: n, x: x, t: t, y: y, xShape: xShape))[0]
+            } catch let e as DicoError where e.kind == .invalidInput {
+                throw NotDiCo(reason: "the graph does not run on a DiCo input: \(e.message)")
+            }
+            let ours = try executor.run([
+                "x": HostTensor(shape: xShape, floats: x),
+                "t": HostTensor(shape: [n], floats: t.map(Float.init)),
+                "y": HostTensor(shape: [n], int64s: y),
+            ])[0]
+            guard let a = theirs.floats, theirs.shape == ours.shape, let mine = ours.floats else {
+                throw NotDiCo(reason: "the graph's first output is \(theirs.dtype.rawValue) \(theirs.shape); the DiCo forward pass gives float32 \(ours.shape)")
+            }
+            for i in mine.indices {
+                let d = Double(a[i]) - Double(mine[i])
+                num += d * d
+                den += Double(mine[i]) * Double(mine[i])
+            }
         }
-        let onnxOut = try ONNXInterpreter(model: model).runOrdered([b.names[0]: xv, b.names[1]: tv, b.names[2]: yv])
-        guard let first = onnxOut.first, let theirs = first.floats else {
-            throw NotDiCo(reason: "the graph's first output is not a float32 tensor")
-        }
-        let executor = try Executor(graph: canonical, threads: threads)
-        executor.releaseMappedConstants = true
-        let ours = try executor.run([
-            "x": HostTensor(shape: xShape, floats: x),
-            "t": HostTensor(shape: [n], floats: tValues.map(Float.init)),
-            "y": HostTensor(shape: [n], int64s: yValues),
-        ])[0]
-        guard first.shape == ours.shape, let mine = ours.floats else {
-            throw NotDiCo(reason: "the graph's output has shape \(first.shape), the DiCo forward pass gives \(ours.shape)")
-        }
-        var num = 0.0, den = 0.0
-        for i in mine.indices {
-            let d = Double(theirs[i]) - Double(mine[i])
-            num += d * d
-            den += Double(mine[i]) * Double(mine[i])
-        }
+        // NaN or Inf on either side is no proof of anything.
+        guard num.isFinite, den.isFinite else { return .infinity }
         return den > 0 ? (num / den).squareRoot() : (num > 0 ? .infinity : 0)
     }
 }

@@ -7,7 +7,8 @@ import DicoCore
 /// Construction checks everything that can be checked without running: each node's domain,
 /// op and attributes are supported at the model's opset, and every input is produced by an
 /// earlier node or is an initializer or graph input. Initializers and `Constant` outputs are
-/// converted once, here. Running then evaluates node by node with real shapes, so a
+/// converted once, here (or, with `convertWeightsOnUse`, the large float initializers at each use:
+/// for one-off runs over a multi-GB model). Running then evaluates node by node with real shapes, so a
 /// `Shape` node sees the runtime batch; each intermediate value is released after its last
 /// reader, so memory stays bounded by the live values.
 ///
@@ -43,9 +44,10 @@ public final class ONNXInterpreter: @unchecked Sendable {
     private var steps: [Step] = []
     /// Slots holding initializers and constant-node outputs.
     private var constantSlots: [Int: ONNXValue] = [:]
-    /// Slots of large float initializers (the weights), kept as the file's tensors and
-    /// converted for the one step that reads them on each run, then dropped: a 2.8 GB model
-    /// then costs one weight's copy at a time instead of a second copy of every weight.
+    /// With `convertWeightsOnUse`: slots of large float initializers (the weights), kept as the
+    /// file's tensors and converted for the one step that reads them on each run, then dropped,
+    /// so a one-off run over a 2.8 GB model costs one weight's copy at a time instead of a second
+    /// copy of every weight (the import proof). Repeated runs (the verifier) convert once instead.
     private var lazySlots: [Int: TensorData] = [:]
     /// Initializers at least this large (bytes, float types) are converted on use.
     static let lazyInitializerBytes = 1 << 12
@@ -58,7 +60,9 @@ public final class ONNXInterpreter: @unchecked Sendable {
     /// Prepares `model` for running.
     /// - Throws: `DicoError.invalidInput` naming the node, its op and the opset when a node
     ///   uses an unsupported op, domain or attribute, or reads a value nothing produces.
-    public init(model: ONNXModel) throws {
+    /// - Parameter convertWeightsOnUse: convert float initializers of 4 KiB or more when a node
+    ///   reads them, on every run, and release their file pages after (for one-off runs).
+    public init(model: ONNXModel, convertWeightsOnUse: Bool = false) throws {
         modelPath = model.path
         outputInfos = model.graph.outputs
         let path = model.path
@@ -81,7 +85,7 @@ public final class ONNXInterpreter: @unchecked Sendable {
         }
         for i in graph.initializers {
             let s = newSlot(i.name)
-            if i.tensor.dtype.isFloat, i.tensor.byteCount >= Self.lazyInitializerBytes,
+            if convertWeightsOnUse, i.tensor.dtype.isFloat, i.tensor.byteCount >= Self.lazyInitializerBytes,
                let n = checkedElementCount(i.tensor.shape), n.multipliedReportingOverflow(by: i.tensor.dtype.byteSize) == (i.tensor.byteCount, false) {
                 lazySlots[s] = i.tensor
                 continue
@@ -128,7 +132,8 @@ public final class ONNXInterpreter: @unchecked Sendable {
             // A Constant is evaluated now, once; its output becomes a constant slot.
             if node.opType == "Constant" {
                 do {
-                    constantSlots[outputs[0]!] = try kernel([])[0]
+                    guard let s = outputs.first ?? nil else { throw OpFailure("a Constant node needs a named output") }
+                    constantSlots[s] = try kernel([])[0]
                 } catch let f as OpFailure {
                     throw DicoError.invalid(path, "\(label): \(f.message)")
                 }

@@ -21,10 +21,9 @@ public final class ONNXDenoiser: Denoiser {
     public let config: DiCoConfig
     public let provenance: JSONValue
     let interpreter: ONNXInterpreter
-    let names: [String]
-    let staticBatch: Int?
-    let integerTimesteps: Bool
-    let fixedSize: (h: Int, w: Int)?
+    let binding: ONNXCanonicalizer.Binding
+    /// The export's fixed latent height and width, where it fixes them.
+    let fixedH: Int?, fixedW: Int?
     let canonical: GraphDenoiser
     /// Latent sizes ("HxW") run by the canonical graph because the export fixes another.
     public private(set) var canonicalSizes: Set<String> = []
@@ -35,18 +34,19 @@ public final class ONNXDenoiser: Denoiser {
     public init(model: LoadedModel, onnx: ONNXModel, provenance: JSONValue, threads: Int) throws {
         config = model.config
         interpreter = try ONNXInterpreter(model: onnx)
-        let inputs = onnx.graph.inputs
-        names = inputs.map(\.name)
-        if let first = inputs.first?.shape?.first, case .value(let b) = first, b > 0 { staticBatch = Int(b) } else { staticBatch = nil }
-        integerTimesteps = inputs.count > 1 && (inputs[1].elementType == .i64)
-        if let dims = inputs.first?.shape, dims.count == 4, case .value(let h) = dims[2], case .value(let w) = dims[3] {
-            fixedSize = (Int(h), Int(w))
-        } else {
-            fixedSize = nil
+        // The same binding (names, element types, fixed batch) import proved the graph with.
+        binding = try ONNXCanonicalizer.bindInputs(onnx, config: model.config)
+        let dims = onnx.graph.inputs[0].shape ?? []
+        func fixed(_ k: Int) -> Int? {
+            guard k < dims.count, case .value(let v) = dims[k] else { return nil }
+            return Int(v)
         }
+        fixedH = fixed(2)
+        fixedW = fixed(3)
         var described = provenance
-        if let f = fixedSize, case .object(var members) = provenance {
-            members.append(("note", .string("the export fixes the latent at \(f.h)x\(f.w); other sizes run the canonical graph import proved equal to it")))
+        if fixedH != nil || fixedW != nil, case .object(var members) = provenance {
+            let size = "\(fixedH.map(String.init) ?? "H")x\(fixedW.map(String.init) ?? "W")"
+            members.append(("note", .string("the export fixes the latent at \(size); other sizes run the canonical graph import proved equal to it")))
             described = .object(members)
         }
         self.provenance = described
@@ -54,13 +54,14 @@ public final class ONNXDenoiser: Denoiser {
     }
 
     public func predict(x: HostTensor, t: [Float], y: [Int64]) throws -> HostTensor {
-        let n = x.shape[0]
-        if let f = fixedSize, x.shape.count == 4, x.shape[2] != f.h || x.shape[3] != f.w {
+        let n = x.shape.first ?? 0
+        guard n > 0 else { throw DicoError(.internalError, "ONNX denoiser: empty batch") }
+        if x.shape.count == 4, x.shape[2] != (fixedH ?? x.shape[2]) || x.shape[3] != (fixedW ?? x.shape[3]) {
             canonicalSizes.insert("\(x.shape[2])x\(x.shape[3])")
             return try canonical.predict(x: x, t: t, y: y)
         }
-        guard let xs = x.floats, names.count == 3 else { throw DicoError(.internalError, "ONNX denoiser: x is not float32") }
-        let chunk = staticBatch ?? n
+        guard let xs = x.floats else { throw DicoError(.internalError, "ONNX denoiser: x is not float32") }
+        let chunk = binding.staticBatch ? binding.batch : n
         let per = xs.count / max(n, 1)
         var out: [Float] = []
         var outShape: [Int] = []
@@ -69,9 +70,20 @@ public final class ONNXDenoiser: Denoiser {
             let idx = (0..<chunk).map { min(start + $0, n - 1) }
             let cx = idx.flatMap { xs[($0 * per)..<(($0 + 1) * per)] }
             let ct = idx.map { t[$0] }, cy = idx.map { y[$0] }
-            guard let xv = ONNXValue(shape: [chunk] + x.shape.dropFirst(), floats: cx), let yv = ONNXValue(shape: [chunk], int64s: cy),
-                  let tv = integerTimesteps ? ONNXValue(shape: [chunk], int64s: ct.map { Int64($0.rounded()) }) : ONNXValue(shape: [chunk], floats: ct)
+            // Timesteps and labels in the element types the graph declares (fractional steps
+            // are rounded only for an integer t).
+            let tStorage: ONNXValue.Storage
+            switch binding.tType {
+            case .i64: tStorage = .i64(ct.map { Int64($0.rounded()) })
+            case .i32: tStorage = .i32(ct.map { Int32($0.rounded()) })
+            case .f64: tStorage = .f64(ct.map(Double.init))
+            default: tStorage = .f32(ct)
+            }
+            let yStorage: ONNXValue.Storage = binding.yType == .i32 ? .i32(cy.map { Int32($0) }) : .i64(cy)
+            guard let xv = ONNXValue(shape: [chunk] + x.shape.dropFirst(), floats: cx), let yv = ONNXValue(shape: [chunk], storage: yStorage),
+                  let tv = ONNXValue(shape: [chunk], storage: tStorage)
             else { throw DicoError(.internalError, "ONNX denoiser: input shapes") }
+            let names = binding.names
             let r = try interpreter.runOrdered([names[0]: xv, names[1]: tv, names[2]: yv])[0]
             guard let f = r.floats, r.shape.first == chunk else {
                 throw DicoError.invalid(interpreter.modelPath, "the graph's output has shape \(r.shape), expected a float32 batch of \(chunk)")

@@ -128,6 +128,24 @@ final class CanonicalizationTests: XCTestCase {
         XCTAssertLessThan(ok.proofDifference, 1e-5)
     }
 
+    /// A graph that ignores its timestep input (here: the sinusoid reads a constant 999 instead
+    /// of `t`) must fail the proof, so the probe has to vary t; it probes t = 999 and t = 37.
+    func testGraphIgnoringTheTimestepFailsTheProof() throws {
+        let m = try ONNXModel.load(path: "\(Self.fixtures)/tiny_opset17.onnx")
+        var g = m.graph
+        let i = try XCTUnwrap(g.nodes.firstIndex { $0.inputs.contains("t") })
+        let n = g.nodes[i]
+        g.nodes[i] = ONNXNode(name: n.name, opType: n.opType, domain: n.domain, inputs: n.inputs.map { $0 == "t" ? "t_fixed" : $0 },
+                              outputs: n.outputs, attributes: n.attributes)
+        g.initializers.append(ONNXInitializer(name: "t_fixed", tensor: TensorData(shape: [2], floats: [999, 999])))
+        let modified = ONNXModel(path: m.path, irVersion: m.irVersion, opsetImports: m.opsetImports, producerName: m.producerName,
+                                 producerVersion: m.producerVersion, graph: g)
+        XCTAssertThrowsError(try ONNXCanonicalizer.canonicalize(modified, threads: 2)) { e in
+            guard let e = e as? ONNXCanonicalizer.NotDiCo else { return XCTFail("\(e)") }
+            XCTAssertTrue(e.reason.contains("computes something else"), e.reason)
+        }
+    }
+
     func testNonDiCoModelIsNamedAsSuch() throws {
         XCTAssertThrowsError(try LoadedModel.open("\(Self.fixtures)/convnet.onnx")) { e in
             guard let e = e as? DicoError else { return XCTFail("\(e)") }
