@@ -30,13 +30,7 @@ public final class DifferentialCheck {
     /// - Throws: `DicoError(.internalError)` naming the pass and the drift.
     public func check(pass: String, graph: Graph) throws {
         let out = try Executor(graph: graph, threads: threads).run(inputs)[0].floats!
-        var num = 0.0, den = 0.0
-        for i in reference.indices {
-            let d = Double(out[i]) - Double(reference[i])
-            num += d * d
-            den += Double(reference[i]) * Double(reference[i])
-        }
-        let drift = (num / max(den, .leastNormalMagnitude)).squareRoot()
+        let drift = relativeL2(out, reference: reference)
         guard drift <= tolerance else {
             throw DicoError(.internalError, "pass '\(pass)' moved the output by \(drift) relative L2 (allowed \(tolerance))")
         }

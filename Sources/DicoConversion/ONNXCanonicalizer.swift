@@ -137,22 +137,28 @@ extension ONNXCanonicalizer {
         return Binding(names: ins.map(\.name), batch: fixed ?? 2, height: height, width: width, staticBatch: fixed != nil,
                        tType: tType, yType: yType)
     }
+}
 
-    /// One probe input set in the graph's declared element types.
-    static func onnxInputs(_ b: Binding, n: Int, x: [Float], t: [Int64], y: [Int64], xShape: [Int]) throws -> [String: ONNXValue] {
+extension ONNXCanonicalizer.Binding {
+    /// The graph's inputs for one batch, in the element types the graph declares: `t` rounded
+    /// only for an integer timestep input (DiCo's timesteps may be fractional), `y` as int32 or
+    /// int64.
+    /// - Throws: `DicoError(.internalError)` when the values do not fit their shapes.
+    public func inputs(x: [Float], shape xShape: [Int], t: [Float], y: [Int64]) throws -> [String: ONNXValue] {
+        let n = t.count
         let tStorage: ONNXValue.Storage
-        switch b.tType {
-        case .i64: tStorage = .i64(t)
-        case .i32: tStorage = .i32(t.map { Int32($0) })
+        switch tType {
+        case .i64: tStorage = .i64(t.map { Int64($0.rounded()) })
+        case .i32: tStorage = .i32(t.map { Int32($0.rounded()) })
         case .f64: tStorage = .f64(t.map(Double.init))
-        default: tStorage = .f32(t.map(Float.init))
+        default: tStorage = .f32(t)
         }
-        let yStorage: ONNXValue.Storage = b.yType == .i32 ? .i32(y.map { Int32($0) }) : .i64(y)
+        let yStorage: ONNXValue.Storage = yType == .i32 ? .i32(y.map { Int32($0) }) : .i64(y)
         guard let xv = ONNXValue(shape: xShape, floats: x), let tv = ONNXValue(shape: [n], storage: tStorage),
               let yv = ONNXValue(shape: [n], storage: yStorage) else {
-            throw DicoError(.internalError, "ONNX canonicalization: probe tensors do not fit their shapes")
+            throw DicoError(.internalError, "ONNX inputs do not fit their shapes")
         }
-        return [b.names[0]: xv, b.names[1]: tv, b.names[2]: yv]
+        return [names[0]: xv, names[1]: tv, names[2]: yv]
     }
 }
 
@@ -171,48 +177,49 @@ extension ONNXCanonicalizer {
         // Two probe samples at least, so that the timestep and the class are each seen at two
         // values (a graph that ignored either would otherwise pass): timestep 999 with the null
         // class, timestep 37 with a real class. A fixed batch of one runs them one by one.
-        let rows = config.numClasses + (config.hasNullClass ? 1 : 0)
+        let rows = config.tableRows
         let perRun = b.batch
         let runs = b.batch >= 2 ? 1 : 2
-        var num = 0.0, den = 0.0
-        var state: UInt64 = 0x9E37_79B9_7F4A_7C15
-        func next() -> Float {
-            state &+= 0x9E37_79B9_7F4A_7C15
-            var z = state
-            z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-            z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-            z ^= z >> 31
-            return Float(z >> 40) / Float(1 << 24) * 4 - 2
-        }
+        var theirsAll: [Float] = [], oursAll: [Float] = []
+        var rng = SplitMix64(seed: 0x9E37_79B9_7F4A_7C15)
+        func next() -> Float { Float(rng.next() >> 40) / Float(1 << 24) * 4 - 2 }
         for r in 0..<runs {
             let n = perRun, xShape = [n, config.inChannels, b.height, b.width]
             // Seeded, unit-scale latents; timesteps at both ends and inside; labels that include
             // the null class (the unconditional half of guidance).
             let x = (0..<(n * config.inChannels * b.height * b.width)).map { _ in next() }
-            let t: [Int64] = (0..<n).map { i in [999, 37, 500, 0, 750, 250][(i + r) % 6] }
+            let t: [Float] = (0..<n).map { i in [999, 37, 500, 0, 750, 250][(i + r) % 6] }
             let y: [Int64] = (0..<n).map { i in Int64((i + r) % 2 == 0 ? rows - 1 : (3 + 7 * (i + r)) % max(rows - 1, 1)) }
             let theirs: ONNXValue
             do {
-                theirs = try interpreter.runOrdered(try onnxInputs(b, n: n, x: x, t: t, y: y, xShape: xShape))[0]
+                theirs = try interpreter.runOrdered(try b.inputs(x: x, shape: xShape, t: t, y: y))[0]
             } catch let e as DicoError where e.kind == .invalidInput {
                 throw NotDiCo(reason: "the graph does not run on a DiCo input: \(e.message)")
             }
             let ours = try executor.run([
                 "x": HostTensor(shape: xShape, floats: x),
-                "t": HostTensor(shape: [n], floats: t.map(Float.init)),
+                "t": HostTensor(shape: [n], floats: t),
                 "y": HostTensor(shape: [n], int64s: y),
             ])[0]
             guard let a = theirs.floats, theirs.shape == ours.shape, let mine = ours.floats else {
                 throw NotDiCo(reason: "the graph's first output is \(theirs.dtype.rawValue) \(theirs.shape); the DiCo forward pass gives float32 \(ours.shape)")
             }
-            for i in mine.indices {
-                let d = Double(a[i]) - Double(mine[i])
-                num += d * d
-                den += Double(mine[i]) * Double(mine[i])
-            }
+            theirsAll += a
+            oursAll += mine
         }
-        // NaN or Inf on either side is no proof of anything.
-        guard num.isFinite, den.isFinite else { return .infinity }
-        return den > 0 ? (num / den).squareRoot() : (num > 0 ? .infinity : 0)
+        return relativeL2(theirsAll, reference: oursAll)
     }
+}
+
+/// ||a - reference|| / ||reference|| summed in Double; infinity when either side holds NaN or
+/// Inf (no agreement can be read from them), 0 for two all-zero outputs.
+func relativeL2(_ a: [Float], reference: [Float]) -> Double {
+    var num = 0.0, den = 0.0
+    for i in reference.indices {
+        let d = Double(a[i]) - Double(reference[i])
+        num += d * d
+        den += Double(reference[i]) * Double(reference[i])
+    }
+    guard num.isFinite, den.isFinite else { return .infinity }
+    return (num / max(den, .leastNormalMagnitude)).squareRoot()
 }

@@ -70,21 +70,7 @@ public final class ONNXDenoiser: Denoiser {
             let idx = (0..<chunk).map { min(start + $0, n - 1) }
             let cx = idx.flatMap { xs[($0 * per)..<(($0 + 1) * per)] }
             let ct = idx.map { t[$0] }, cy = idx.map { y[$0] }
-            // Timesteps and labels in the element types the graph declares (fractional steps
-            // are rounded only for an integer t).
-            let tStorage: ONNXValue.Storage
-            switch binding.tType {
-            case .i64: tStorage = .i64(ct.map { Int64($0.rounded()) })
-            case .i32: tStorage = .i32(ct.map { Int32($0.rounded()) })
-            case .f64: tStorage = .f64(ct.map(Double.init))
-            default: tStorage = .f32(ct)
-            }
-            let yStorage: ONNXValue.Storage = binding.yType == .i32 ? .i32(cy.map { Int32($0) }) : .i64(cy)
-            guard let xv = ONNXValue(shape: [chunk] + x.shape.dropFirst(), floats: cx), let yv = ONNXValue(shape: [chunk], storage: yStorage),
-                  let tv = ONNXValue(shape: [chunk], storage: tStorage)
-            else { throw DicoError(.internalError, "ONNX denoiser: input shapes") }
-            let names = binding.names
-            let r = try interpreter.runOrdered([names[0]: xv, names[1]: tv, names[2]: yv])[0]
+            let r = try interpreter.runOrdered(try binding.inputs(x: cx, shape: [chunk] + x.shape.dropFirst(), t: ct, y: cy))[0]
             guard let f = r.floats, r.shape.first == chunk else {
                 throw DicoError.invalid(interpreter.modelPath, "the graph's output has shape \(r.shape), expected a float32 batch of \(chunk)")
             }
