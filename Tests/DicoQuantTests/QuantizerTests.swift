@@ -234,12 +234,7 @@ final class HalfConversionTests: XCTestCase {
         }
         let r = f16(values)
         XCTAssertNil(r.overflow)
-        var failures = 0
-        for i in values.indices where r.bits[i] != expect[i] {
-            failures += 1
-            if failures < 10 { XCTFail("\(values[i]) -> \(String(r.bits[i], radix: 16)), expected \(String(expect[i], radix: 16))") }
-        }
-        XCTAssertEqual(failures, 0)
+        assertSameBits(values, r.bits, expect)
     }
 
     /// toF16 agrees bit for bit with the standard library's `Float16(x)` (itself IEEE round to
@@ -351,12 +346,7 @@ final class HalfConversionTests: XCTestCase {
         }
         let r = bf16(values)
         XCTAssertNil(r.overflow)
-        var failures = 0
-        for i in values.indices where r.bits[i] != expect[i] {
-            failures += 1
-            if failures < 10 { XCTFail("\(values[i]) -> \(String(r.bits[i], radix: 16)), expected \(String(expect[i], radix: 16))") }
-        }
-        XCTAssertEqual(failures, 0)
+        assertSameBits(values, r.bits, expect)
     }
 }
 
@@ -453,4 +443,15 @@ final class QuantPolicyTests: XCTestCase {
         // An unbalanced bracket is only an error for a regex; as a glob it is just text.
         XCTAssertNoThrow(try NamePattern("conv["))
     }
+
+}
+
+/// Every rounded value equals its expected bit pattern; the first few mismatches are named.
+func assertSameBits(_ values: [Float], _ bits: [UInt16], _ expect: [UInt16], file: StaticString = #filePath, line: UInt = #line) {
+    var failures = 0
+    for i in values.indices where bits[i] != expect[i] {
+        failures += 1
+        if failures < 10 { XCTFail("\(values[i]) -> \(String(bits[i], radix: 16)), expected \(String(expect[i], radix: 16))", file: file, line: line) }
+    }
+    XCTAssertEqual(failures, 0, file: file, line: line)
 }
