@@ -1,3 +1,6 @@
+#if canImport(Glibc)
+import Glibc
+#endif
 import DicoCore
 import DicoFormat
 import DicoIR
@@ -111,7 +114,11 @@ extension LoadedModel {
         let canonical = try ONNXCanonicalizer.canonicalize(onnx, checkValues: checkValues)
         var bytes: [String: Int] = [:]
         for i in onnx.graph.initializers { bytes[i.tensor.dtype.safetensorsName, default: 0] += i.tensor.byteCount }
-        let size = (try? MappedFile(path: path).size) ?? 0
+        // The file was just parsed; its size (for the summary and the hasher's check) needs no
+        // second mapping.
+        var st = stat()
+        guard stat(path, &st) == 0 else { throw DicoError.io(path, "cannot stat: \(String(cString: strerror(errno)))") }
+        let size = Int(st.st_size)
         var m = LoadedModel(path: path, format: .onnx, graph: canonical.graph, config: canonical.weights.config,
                             tensorCount: onnx.graph.initializers.count, bytesByDType: bytes, notes: canonical.notes,
                             provenance: nil, weights: canonical.weights, sourceSize: size)
