@@ -32,7 +32,8 @@ let package = Package(
         // DicoRuntime for HostTensor conversions; OpenBLAS for the interpreter's sgemm kernels.
         .target(name: "DicoONNX", dependencies: ["DicoCore", "DicoIR", "DicoRuntime", "COpenBLAS", "CONNXProto", "CProtobufC"]),
         .target(name: "DicoPasses", dependencies: ["DicoCore", "DicoIR", "DicoRuntime"]),
-        .target(name: "DicoFormat", dependencies: ["DicoCore", "DicoIR", "CZlib"]),
+        // DicoONNX for the ONNX graph data model a generic-graph `.dico` stores (ONNXGraph.swift).
+        .target(name: "DicoFormat", dependencies: ["DicoCore", "DicoIR", "DicoONNX", "CZlib"]),
         .target(name: "DicoConversion", dependencies: [
             "DicoCore", "DicoIR", "DicoModel", "DicoSafetensors", "DicoQuant", "DicoFormat", "DicoPasses", "DicoRuntime", "DicoONNX",
             .product(name: "Crypto", package: "swift-crypto"),
@@ -52,7 +53,7 @@ let package = Package(
         .testTarget(name: "DicoRuntimeTests", dependencies: ["DicoRuntime", "DicoModel", "DicoIR", "DicoSafetensors", "DicoCore"]),
         .testTarget(name: "DicoPassesTests", dependencies: ["DicoPasses", "DicoRuntime", "DicoModel", "DicoQuant", "DicoIR", "DicoCore"]),
         .testTarget(name: "DicoQuantTests", dependencies: ["DicoQuant", "DicoCore"]),
-        .testTarget(name: "DicoFormatTests", dependencies: ["DicoFormat", "DicoConversion", "DicoPasses", "DicoSafetensors", "DicoModel", "DicoRuntime", "DicoIR", "DicoCore", "DicoQuant"]),
+        .testTarget(name: "DicoFormatTests", dependencies: ["DicoFormat", "DicoONNX", "DicoConversion", "DicoPasses", "DicoSafetensors", "DicoModel", "DicoRuntime", "DicoIR", "DicoCore", "DicoQuant"]),
         // Imports CONNXProto only to build malformed models in memory (no Python needed).
         .testTarget(name: "DicoONNXTests", dependencies: ["DicoONNX", "DicoCore", "DicoSafetensors", "CONNXProto", "CProtobufC"]),
         .testTarget(name: "ONNXImportTests", dependencies: ["DicoConversion", "DicoVerify", "DicoONNX", "DicoModel", "DicoRuntime", "DicoIR", "DicoSafetensors", "DicoCore"]),

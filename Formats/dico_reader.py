@@ -12,6 +12,11 @@ checked (``verify=True``) or used.
     w = m.tensors["x_embedder.proj.weight"]      # float32 (dequantized / widened)
     q = m.raw["blocks.0.0.conv1.weight"]         # as stored (int8, uint16 for bf16, ...)
 
+A generic ONNX graph (version 1.1, flag bit 0) has ``m.onnx_graph`` instead of ``m.graph``;
+``m.onnx_initializers()`` gives each initializer in its ONNX dtype (int8 dequantized) and
+``m.onnx_attribute(value)`` a node attribute's Python value, enough to rebuild the model with
+onnx.helper (Formats/DICO.md, "Rebuilding the ONNX model"); this reader does not need onnx.
+
 Command line::
 
     python3 Formats/dico_reader.py FILE.dico [--summary] [--dump-stats OUT.json] [--no-verify]
@@ -37,7 +42,9 @@ __all__ = ["read", "DicoModel", "DicoFormatError", "TensorEntry", "MAGIC", "MAJO
 
 MAGIC = b"\x89DICO\r\n\x1a"
 MAJOR = 1
-MINOR = 0
+MINOR = 1
+# Prefix flag bit 0: the file holds a generic ONNX graph (`onnx_graph`), from version 1.1.
+FLAG_ONNX_GRAPH = 1
 PREFIX_SIZE = 64
 HEADER_OFFSET = 64
 ALIGNMENT = 64
@@ -158,8 +165,9 @@ class _FloatTensors(Mapping):
 class DicoModel:
     """A validated, memory-mapped `.dico` file.
 
-    Attributes: ``path``; ``version`` (major, minor); ``model``, ``provenance`` and ``graph``
-    (the header's objects as parsed); ``header`` (the whole JSON header); ``entries`` (the
+    Attributes: ``path``; ``version`` (major, minor); ``flags``; ``model``, ``provenance`` and
+    ``graph`` (the header's objects as parsed; ``graph`` is None for a generic ONNX graph, whose
+    ``onnx_graph`` is set instead, else None); ``header`` (the whole JSON header); ``entries`` (the
     tensor table, a list of TensorEntry in data order); ``tensors`` and ``raw`` (read-only
     mappings name -> numpy array, see _FloatTensors and _RawTensors); ``data_offset``.
     Arrays from ``raw`` (and f32 ones from ``tensors``) are views of the mapping: keep the
@@ -217,9 +225,12 @@ class DicoModel:
             raise self._bad(f"file is {size} bytes, shorter than the 64-byte .dico prefix (truncated?)")
         (flags, header_offset, header_length, data_offset, data_length, file_length,
          header_crc, prefix_crc) = struct.unpack_from("<IQQQQQII", head, 12)
-        # 3. Flags: none is defined in 1.x.
-        if flags != 0:
+        # 3. Flags: bit 0 (an ONNX graph, from 1.1) is the only one defined.
+        if flags & ~FLAG_ONNX_GRAPH:
             raise self._bad(f"unknown flags 0x{flags:x} in the prefix")
+        if flags & FLAG_ONNX_GRAPH and (minor is None or minor < 1):
+            raise self._bad(f"unknown flags 0x{flags:x} in the prefix of a version {major}.{minor} file (flag bit 0, an ONNX graph, needs version 1.1 or later)")
+        self.flags = flags
         # 4. Prefix CRC.
         if zlib.crc32(head[:60]) != prefix_crc:
             raise self._bad("the 64-byte prefix is corrupt (CRC mismatch)")
@@ -265,20 +276,28 @@ class DicoModel:
             raise self._bad("the header's 'format' is not \"dico\"")
         if root.get("version") != [major, minor] or not all(_is_uint(v) for v in root["version"]):
             raise self._bad(f"the header's 'version' {json.dumps(root.get('version'))} does not match the prefix's {major}.{minor}")
-        for key, kind in (("model", dict), ("graph", dict), ("tensors", list), ("provenance", dict)):
+        onnx = bool(flags & FLAG_ONNX_GRAPH)
+        graph_key, other_key = ("onnx_graph", "graph") if onnx else ("graph", "onnx_graph")
+        if other_key in root:
+            raise self._bad(f"the header has '{other_key}', but flag bit 0 says the graph is {'an ONNX graph' if onnx else 'a DiCo graph'}")
+        for key, kind in (("model", dict), (graph_key, dict), ("tensors", list), ("provenance", dict)):
             if key not in root:
                 raise self._bad(f"the header has no '{key}'")
             if not isinstance(root[key], kind):
                 raise self._bad(f"the header's '{key}' is not a JSON {'object' if kind is dict else 'array'}")
         self.model = root["model"]
         self.provenance = root["provenance"]
-        self.graph = root["graph"]
+        self.graph = None if onnx else root["graph"]
+        self.onnx_graph = root["onnx_graph"] if onnx else None
 
         # 9. The tensor table.
         self._read_table(root["tensors"])
         self.raw = _RawTensors(self)
         self.tensors = _FloatTensors(self)
-        self._check_graph()
+        if onnx:
+            self._check_onnx_graph()
+        else:
+            self._check_graph()
 
         # 10. Contents: CRCs, value rules, zero bytes between tensors.
         if verify:
@@ -400,6 +419,82 @@ class DicoModel:
         for k in g["outputs"]:
             ref(k, "the graph outputs")
 
+    def _check_onnx_graph(self):
+        """A generic ONNX graph's structure: every name resolves (initializers and tensor
+        attributes to table entries, node inputs to earlier values, graph outputs to some
+        value), nothing is defined twice, attributes have one known kind."""
+        g = self.onnx_graph
+        for key, kind in (("ir_version", int), ("producer_name", str), ("producer_version", str), ("opset_imports", list),
+                          ("name", str), ("inputs", list), ("outputs", list), ("initializers", list), ("nodes", list)):
+            if not isinstance(g.get(key), kind) or isinstance(g.get(key), bool):
+                raise self._bad(f"onnx_graph: '{key}' is missing or not a JSON {kind.__name__}")
+        defined = set()
+        for i, init in enumerate(g["initializers"]):
+            name = init.get("name") if isinstance(init, dict) else None
+            if not isinstance(name, str) or not _one_of(init.get("dtype"), STORAGE_DTYPES):
+                raise self._bad(f"onnx_graph: initializer {i} needs a 'name' and a known 'dtype'")
+            if name not in self._index:
+                raise self._bad(f"onnx_graph: initializer '{name}' names no tensor of the table")
+            e = self.entries[self._index[name]]
+            stored = "f32" if e.quantization else e.dtype
+            if stored != init["dtype"] and not (init["dtype"] == "f32" and e.dtype in ("f16", "bf16", "f64")):
+                raise self._bad(f"onnx_graph: initializer '{name}' is declared {init['dtype']} but its tensor stores {e.dtype}")
+            if name in defined:
+                raise self._bad(f"onnx_graph: initializer '{name}' is listed twice")
+            defined.add(name)
+        for what in ("inputs", "outputs"):
+            for i, v in enumerate(g[what]):
+                if not isinstance(v, dict) or not isinstance(v.get("name"), str) or "dtype" not in v or "shape" not in v:
+                    raise self._bad(f"onnx_graph: graph {what[:-1]} {i} needs 'name', 'dtype' and 'shape'")
+        for v in g["inputs"]:
+            if v["name"] in defined:
+                raise self._bad(f"onnx_graph: graph input '{v['name']}' is also an initializer or listed twice")
+            defined.add(v["name"])
+        for k, node in enumerate(g["nodes"]):
+            if not isinstance(node, dict) or not all(isinstance(node.get(key), str) for key in ("op_type", "domain", "name")) \
+                    or not all(isinstance(node.get(key), list) and all(isinstance(x, str) for x in node[key]) for key in ("inputs", "outputs")) \
+                    or not isinstance(node.get("attributes"), dict):
+                raise self._bad(f"onnx_graph: node {k} needs 'op_type', 'domain', 'name', 'inputs', 'outputs' and 'attributes'")
+            label = f"node '{node['name']}' ({node['op_type']})"
+            for j, name in enumerate(node["inputs"]):
+                if name and name not in defined:
+                    raise self._bad(f"onnx_graph: {label}: input {j} '{name}' is not an initializer, a graph input or the output of an earlier node")
+            for key, value in node["attributes"].items():
+                if not isinstance(value, dict) or len(value) != 1 or next(iter(value)) not in _ATTRIBUTE_KINDS:
+                    raise self._bad(f"onnx_graph: {label}: attribute '{key}' is not an object with one kind key")
+                if "tensor" in value and value["tensor"] not in self._index:
+                    raise self._bad(f"onnx_graph: {label}: attribute '{key}' names tensor {json.dumps(value['tensor'])}, which is not in the table")
+            for name in node["outputs"]:
+                if name and name in defined:
+                    raise self._bad(f"onnx_graph: {label}: output '{name}' is already defined")
+                defined.add(name)
+        for v in g["outputs"]:
+            if v["name"] not in defined:
+                raise self._bad(f"onnx_graph: graph output '{v['name']}' is not produced by any node, input or initializer")
+
+    def onnx_initializers(self):
+        """{name: numpy array} of a generic ONNX graph's initializers, in graph order, each in
+        its ONNX dtype: int8 ones dequantized, fp16/bf16-stored float32 ones widened (as
+        ``tensors`` gives them), others as stored."""
+        out = {}
+        for init in self.onnx_graph["initializers"]:
+            e = self._entry(init["name"])
+            a = self.tensors[e.name] if init["dtype"] == "f32" else self.raw[e.name]
+            out[e.name] = a if init["dtype"] != "f32" or a.dtype == np.float32 else a.astype(np.float32)
+        return out
+
+    def onnx_attribute(self, value):
+        """The Python value of one `onnx_graph` node attribute: float, int, str, a numpy array
+        (a tensor, as stored), or a list of floats, ints or strs."""
+        (kind, v), = value.items()
+        if kind == "float":
+            return _json_float(v)
+        if kind == "floats":
+            return [_json_float(x) for x in v]
+        if kind == "tensor":
+            return self.raw[v]
+        return v
+
     def _verify_data(self):
         data = np.frombuffer(self._mm, np.uint8, count=self.data_length, offset=self.data_offset) \
             if self.data_length else np.empty(0, np.uint8)
@@ -519,7 +614,9 @@ class DicoModel:
             f"model: {self.model.get('architecture', '?')} preset {self.model.get('preset', '?')}"
             + (f", hidden_size {cfg['hidden_size']}" if "hidden_size" in cfg else "")
             + (f", {self.model['parameters']} parameters" if "parameters" in self.model else ""),
-            f"graph: {len(self.graph['values'])} values, {len(self.graph['nodes'])} nodes",
+            f"graph: {len(self.graph['values'])} values, {len(self.graph['nodes'])} nodes" if self.graph is not None else
+            f"onnx graph: {len(self.onnx_graph['nodes'])} nodes, {len(self.onnx_graph['initializers'])} initializers, "
+            f"opsets {', '.join(str(o.get('domain') or 'ai.onnx') + ' ' + str(o.get('version')) for o in self.onnx_graph['opset_imports'])}",
             f"tensors: {len(self.entries)}",
         ]
         for key in sorted(counts):
@@ -546,6 +643,15 @@ class DicoModel:
         except BufferError:
             pass
         return False
+
+
+_ATTRIBUTE_KINDS = {"float", "int", "string", "tensor", "floats", "ints", "strings"}
+_FLOAT_WORDS = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
+
+
+def _json_float(v):
+    """A float attribute value: a JSON number, or "NaN", "Infinity", "-Infinity"."""
+    return _FLOAT_WORDS[v] if isinstance(v, str) else float(v)
 
 
 def _to_float32(tag, a):

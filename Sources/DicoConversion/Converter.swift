@@ -47,6 +47,11 @@ public struct ConversionOptions: Sendable {
 
 /// What a conversion did, for the summary screen.
 public struct ConversionSummary: Sendable {
+    /// Remarks to print with the summary (for a generic ONNX graph: that DiCo passes did not
+    /// apply, and why).
+    public var notes: [String] = []
+    /// For a generic ONNX graph converted below float32: the drift measured on a seeded input.
+    public var drift: GenericONNXDrift?
     public let inputBytes: Int
     public let outputBytes: Int
     /// Tensors and bytes by storage dtype tag in the output.
@@ -70,9 +75,16 @@ public enum Converter {
     public static func convert(input: String, output: String, options: ConversionOptions,
                                progress: ((Int, Int) -> Void)? = nil) throws -> ConversionSummary {
         let start = monotonicSeconds()
-        let model = try LoadedModel.open(input, checkValues: false)
-        guard let weights = model.weights else {
+        if DicoFile.hasMagic(input) {
             throw DicoError(.usage, "\(input): is already a .dico file; convert from the original safetensors or ONNX model")
+        }
+        let model: LoadedModel
+        switch try LoadedModel.openAny(input, checkValues: false) {
+        case let .dico(m): model = m
+        case let .genericONNX(g): return try GenericONNXConversion.convert(g, output: output, options: options, start: start, progress: progress)
+        }
+        guard let weights = model.weights else {
+            throw DicoError(.internalError, "\(input): a DiCo model opened for conversion has no weights")
         }
         let policy = QuantPolicy(precision: options.precision, keep: options.keep)
 
@@ -166,7 +178,8 @@ public enum Converter {
 
     static func provenance(input: String, format: String, size: Int, sha256: String, external: [(file: String, size: Int, sha256: String)],
                            policy: QuantPolicy, options: ConversionOptions, passes: [String],
-                           converted: Int, kept: Int, strippedPrefix: String) -> JSONValue {
+                           converted: Int, kept: Int, strippedPrefix: String,
+                           generic: (quantization: [(key: String, value: JSONValue)], members: [(key: String, value: JSONValue)])? = nil) -> JSONValue {
         let file = input.split(separator: "/").last.map(String.init) ?? input
         var quant: [(key: String, value: JSONValue)] = [
             ("precision", .string(policy.precision.rawValue)),
@@ -175,8 +188,10 @@ public enum Converter {
         ]
         if policy.precision == .int8 {
             quant.insert(("scheme", .string(Quantization.Scheme.int8SymmetricPerChannel.rawValue)), at: 1)
-            quant.append(("default_keep", .array(QuantPolicy.int8DefaultKeep.map { .string($0) })))
+            // A generic ONNX graph has no names kept by default: its rule is by consumer op.
+            if generic == nil { quant.append(("default_keep", .array(QuantPolicy.int8DefaultKeep.map { .string($0) }))) }
         }
+        quant += generic?.quantization ?? []
         var source: [(key: String, value: JSONValue)] = [
             ("file", .string(file)), ("format", .string(format)), ("size", .integer(size)),
             ("sha256", .string(sha256)), ("stripped_prefix", .string(strippedPrefix)),
@@ -192,6 +207,7 @@ public enum Converter {
             ("passes", .array(passes.map { .string($0) })),
             ("quantization", .object(quant)),
         ]
+        members += generic?.members ?? []
         if let v = options.verification { members.append(("verification", v)) }
         return .object(members)
     }
@@ -201,7 +217,12 @@ public enum Converter {
     /// is read in place) and checked for NaN and Inf on the way: recognition skipped that
     /// scan so the input is read once; a bad tensor is recorded and the write fails before
     /// it commits. The source pages are released afterwards.
-    static func job(name: String, source: TensorData, plan: StoragePlan, file: String, nonFinite: NameList) -> DicoTensorJob {
+    ///
+    /// For generic ONNX graphs: `axis` is the int8 channel axis (scales named `scalesName`), and
+    /// with `finiteRequired` false float32 and fp16/bf16 tensors may hold NaN and Inf (converted
+    /// as IEEE says; an ONNX mask constant holds -Inf); int8 always needs finite values.
+    static func job(name: String, source: TensorData, plan: StoragePlan, file: String, nonFinite: NameList,
+                    axis: Int = 0, scalesName: String? = nil, finiteRequired: Bool = true) -> DicoTensorJob {
         let n = source.elementCount
         func withFloats(_ body: (UnsafePointer<Float>) throws -> Bool) rethrows {
             defer { release(source) }
@@ -222,14 +243,14 @@ public enum Converter {
             return DicoTensorJob([DicoTensorOutput(name: name, dtype: .f32, shape: source.shape)]) { bufs in
                 withFloats { p in
                     bufs[0].baseAddress!.copyMemory(from: p, byteCount: n * 4)
-                    return Quantizers.nonFiniteCount(p, count: n) == 0
+                    return !finiteRequired || Quantizers.nonFiniteCount(p, count: n) == 0
                 }
             }
         case .f16, .bf16:
             let half = plan == .f16
             return DicoTensorJob([DicoTensorOutput(name: name, dtype: half ? .f16 : .bf16, shape: source.shape)]) { bufs in
                 try withFloats { p in
-                    guard Quantizers.nonFiniteCount(p, count: n) == 0 else { return false }
+                    guard !finiteRequired || Quantizers.nonFiniteCount(p, count: n) == 0 else { return false }
                     let dst = bufs[0].baseAddress!.assumingMemoryBound(to: UInt16.self)
                     if let i = half ? Quantizers.toF16(p, count: n, into: dst) : Quantizers.toBF16(p, count: n, into: dst) {
                         throw overflow(i, half ? "fp16 (largest finite 65504)" : "bf16", p[i])
@@ -238,17 +259,54 @@ public enum Converter {
                 }
             }
         case .int8PerChannel:
-            let rows = source.shape[0], cols = n / max(rows, 1)
-            let scalesName = name + "#scale"
+            let rows = source.shape[axis], cols = n / max(rows, 1)
+            let outer = source.shape[..<axis].reduce(1, *)
+            let scalesName = scalesName ?? name + "#scale"
             return DicoTensorJob([
-                DicoTensorOutput(name: name, dtype: .i8, shape: source.shape, quantization: (.int8SymmetricPerChannel, 0, scalesName)),
+                DicoTensorOutput(name: name, dtype: .i8, shape: source.shape, quantization: (.int8SymmetricPerChannel, axis, scalesName)),
                 DicoTensorOutput(name: scalesName, dtype: .f32, shape: [rows]),
             ]) { bufs in
-                withFloats { p in
-                    Quantizers.int8PerRow(p, rows: rows, cols: cols, q: bufs[0].baseAddress!.assumingMemoryBound(to: Int8.self),
-                                          scales: bufs[1].baseAddress!.assumingMemoryBound(to: Float.self))
+                let q = bufs[0].baseAddress!.assumingMemoryBound(to: Int8.self), scales = bufs[1].baseAddress!.assumingMemoryBound(to: Float.self)
+                return withFloats { p in
+                    guard outer > 1 else { return Quantizers.int8PerRow(p, rows: rows, cols: cols, q: q, scales: scales) }
+                    return int8AlongAxis(p, outer: outer, channels: rows, inner: cols / outer, q: q, scales: scales)
                 }
             }
+        }
+    }
+
+    /// `Quantizers.int8PerRow` along a middle axis of [outer, channels, inner]: each channel's
+    /// values gathered into one row, quantized, and scattered back (the rule is per value
+    /// given its channel's maximum, so the order of the values does not change any result).
+    static func int8AlongAxis(_ p: UnsafePointer<Float>, outer: Int, channels: Int, inner: Int,
+                              q: UnsafeMutablePointer<Int8>, scales: UnsafeMutablePointer<Float>) -> Bool {
+        let cols = outer * inner, n = channels * cols
+        let rows = UnsafeMutablePointer<Float>.allocate(capacity: max(n, 1))
+        let qRows = UnsafeMutablePointer<Int8>.allocate(capacity: max(n, 1))
+        defer { rows.deallocate(); qRows.deallocate() }
+        for o in 0..<outer {
+            for c in 0..<channels {
+                (rows + c * cols + o * inner).update(from: p + (o * channels + c) * inner, count: inner)
+            }
+        }
+        let finite = Quantizers.int8PerRow(rows, rows: channels, cols: cols, q: qRows, scales: scales)
+        for o in 0..<outer {
+            for c in 0..<channels {
+                (q + (o * channels + c) * inner).update(from: qRows + c * cols + o * inner, count: inner)
+            }
+        }
+        return finite
+    }
+
+    /// The writer job for a tensor stored byte for byte as it is (a non-float32 initializer, a
+    /// `Constant`'s tensor in a generic ONNX graph).
+    static func rawJob(name: String, source: TensorData, file: String) -> DicoTensorJob {
+        DicoTensorJob([DicoTensorOutput(name: name, dtype: source.dtype, shape: source.shape)]) { bufs in
+            defer { release(source) }
+            guard source.byteCount == bufs[0].count else {
+                throw DicoError.invalid(file, "tensor '\(name)': \(source.byteCount) bytes for shape \(source.shape) of \(source.dtype.rawValue)")
+            }
+            if source.byteCount > 0 { bufs[0].baseAddress!.copyMemory(from: source.bytes.baseAddress!, byteCount: source.byteCount) }
         }
     }
 

@@ -45,14 +45,10 @@ public struct LoadedModel: @unchecked Sendable {
     public static func open(_ path: String, checkValues: Bool = true) throws -> LoadedModel {
         if DicoFile.hasMagic(path) {
             let f = try DicoFile(path: path)
-            guard let members = f.model.objectMembers, let cfg = members.first(where: { $0.key == "config" })?.value else {
-                throw DicoError.invalid(path, "the header's 'model' has no 'config'")
+            guard f.onnxModel == nil else {
+                throw DicoError.invalid(path, "holds a generic ONNX graph (.dico \(f.major).\(f.minor), not a DiCo model): inspect and run take it; verify and DiCo conversion need a DiCo model")
             }
-            let config = try DiCoConfig(json: cfg, file: path)
-            var bytes: [String: Int] = [:]
-            for t in f.tensors { bytes[t.dtype.safetensorsName, default: 0] += t.length }
-            return LoadedModel(path: path, format: .dico, graph: f.graph, config: config, tensorCount: f.tensors.count,
-                               bytesByDType: bytes, notes: [], provenance: f.provenance, weights: nil, sourceSize: f.file.size)
+            return try fromDico(f)
         }
         if isONNX(path) { return try openONNX(path, checkValues: checkValues) }
         let m = try DiCoModelFile.load(path, checkValues: checkValues)
@@ -62,6 +58,19 @@ public struct LoadedModel: @unchecked Sendable {
         if !m.weights.strippedPrefix.isEmpty { notes.insert("stripped the name prefix '\(m.weights.strippedPrefix)'", at: 0) }
         return LoadedModel(path: path, format: .safetensors, graph: m.graph, config: m.weights.config, tensorCount: m.file.tensors.count,
                            bytesByDType: bytes, notes: notes, provenance: nil, weights: m.weights, sourceSize: m.file.file.size)
+    }
+
+    /// A DiCo `.dico` file as a loaded model.
+    static func fromDico(_ f: DicoFile) throws -> LoadedModel {
+        let path = f.path
+        guard let members = f.model.objectMembers, let cfg = members.first(where: { $0.key == "config" })?.value else {
+            throw DicoError.invalid(path, "the header's 'model' has no 'config'")
+        }
+        let config = try DiCoConfig(json: cfg, file: path)
+        var bytes: [String: Int] = [:]
+        for t in f.tensors { bytes[t.dtype.safetensorsName, default: 0] += t.length }
+        return LoadedModel(path: path, format: .dico, graph: f.graph, config: config, tensorCount: f.tensors.count,
+                           bytesByDType: bytes, notes: [], provenance: f.provenance, weights: nil, sourceSize: f.file.size)
     }
 }
 
@@ -87,23 +96,30 @@ extension LoadedModel {
         }
     }
 
-    /// A model file as `inspect` and `run` take it: a DiCo (from any format), or an ONNX graph
-    /// that is not DiCo, which runs in the ONNX interpreter as written.
+    /// A model file as `inspect`, `run` and conversion take it: a DiCo (from any format), or an
+    /// ONNX graph that is not DiCo (an `.onnx` file, or a `.dico` holding one), which runs in the
+    /// ONNX interpreter as written.
     public enum AnyModel {
         case dico(LoadedModel)
-        /// The parsed ONNX model and why canonicalization did not take it as DiCo.
-        case genericONNX(ONNXModel, whyNotDiCo: String)
+        case genericONNX(GenericONNXModel)
     }
 
     /// Opens `path` like `open`, but returns an ONNX graph that is not DiCo instead of refusing it.
+    /// - Parameter checkValues: as for `open` (the DiCo case only: a generic graph's values are
+    ///   not checked; NaN and Inf are legitimate in ONNX constants, attention masks say).
     /// - Throws: as `open`.
-    public static func openAny(_ path: String) throws -> AnyModel {
-        guard isONNX(path) else { return .dico(try open(path)) }
+    public static func openAny(_ path: String, checkValues: Bool = true) throws -> AnyModel {
+        if DicoFile.hasMagic(path) {
+            let f = try DicoFile(path: path)
+            guard let onnx = f.onnxModel else { return .dico(try fromDico(f)) }
+            return .genericONNX(GenericONNXModel(dico: f, onnx: onnx))
+        }
+        guard isONNX(path) else { return .dico(try open(path, checkValues: checkValues)) }
         let onnx = try ONNXModel.load(path: path)
         do {
-            return .dico(try fromONNX(onnx, checkValues: true))
+            return .dico(try fromONNX(onnx, checkValues: checkValues))
         } catch let e as ONNXCanonicalizer.NotDiCo {
-            return .genericONNX(onnx, whyNotDiCo: e.reason)
+            return .genericONNX(try GenericONNXModel(onnx: onnx, whyNotDiCo: e.reason))
         }
     }
 
@@ -114,21 +130,91 @@ extension LoadedModel {
         let canonical = try ONNXCanonicalizer.canonicalize(onnx, checkValues: checkValues)
         var bytes: [String: Int] = [:]
         for i in onnx.graph.initializers { bytes[i.tensor.dtype.safetensorsName, default: 0] += i.tensor.byteCount }
-        // The file was just parsed; its size (for the summary and the hasher's check) needs no
-        // second mapping.
-        var st = stat()
-        guard stat(path, &st) == 0 else { throw DicoError.io(path, "cannot stat: \(String(cString: strerror(errno)))") }
-        let size = Int(st.st_size)
+        let size = try fileSize(path)
         var m = LoadedModel(path: path, format: .onnx, graph: canonical.graph, config: canonical.weights.config,
                             tensorCount: onnx.graph.initializers.count, bytesByDType: bytes, notes: canonical.notes,
                             provenance: nil, weights: canonical.weights, sourceSize: size)
         m.onnx = onnx
+        m.externalFiles = externalDataFiles(onnx)
+        return m
+    }
+
+    /// The file was just parsed; its size (for the summary and the hasher's check) needs no
+    /// second mapping.
+    static func fileSize(_ path: String) throws -> Int {
+        var st = stat()
+        guard stat(path, &st) == 0 else { throw DicoError.io(path, "cannot stat: \(String(cString: strerror(errno)))") }
+        return Int(st.st_size)
+    }
+
+    /// The external data files `onnx`'s initializers and `Constant` tensors live in (path as
+    /// resolved, size), once each, in the order their first tensor appears (initializers first).
+    static func externalDataFiles(_ onnx: ONNXModel) -> [(path: String, size: Int)] {
         var seen = Set<String>()
-        for i in onnx.graph.initializers {
-            if case .mapped(let file, _) = i.tensor.storage, file.path != path, seen.insert(file.path).inserted {
-                m.externalFiles.append((file.path, file.size))
+        var files: [(path: String, size: Int)] = []
+        let tensors = onnx.graph.initializers.map(\.tensor) + onnx.graph.nodes.flatMap { n in
+            n.attributes.sorted { $0.key < $1.key }.compactMap(\.value.tensor)
+        }
+        for t in tensors {
+            if case .mapped(let file, _) = t.storage, file.path != onnx.path, seen.insert(file.path).inserted {
+                files.append((file.path, file.size))
             }
         }
-        return m
+        return files
+    }
+}
+
+/// An ONNX graph that is not DiCo, as `inspect`, `run` and conversion take it: from an `.onnx`
+/// file, or from a generic-graph `.dico` (whose initializers are then the file's tensors).
+public struct GenericONNXModel: @unchecked Sendable {
+    /// The graph; its path is the file's.
+    public let onnx: ONNXModel
+    /// The format of the file: `.onnx` or `.dico`.
+    public let format: LoadedModel.Format
+    /// Why DiCo recognition did not take it: the canonicalizer's reason, or for a `.dico` the
+    /// one its provenance records.
+    public let whyNotDiCo: String
+    /// The `.dico` provenance (nil for `.onnx`).
+    public let provenance: JSONValue?
+    /// Stored tensors (a `.dico`'s whole table, scales included; an `.onnx` file's initializers)
+    /// and their bytes by storage dtype, safetensors spelling.
+    public let tensorCount: Int
+    public let tensorsByDType: [String: Int]
+    public let bytesByDType: [String: Int]
+    /// Size of the file in bytes.
+    public let sourceSize: Int
+    /// The external data files of an `.onnx` model (path as resolved, size); empty for `.dico`.
+    public let externalFiles: [(path: String, size: Int)]
+
+    init(onnx: ONNXModel, whyNotDiCo: String) throws {
+        self.onnx = onnx
+        format = .onnx
+        self.whyNotDiCo = whyNotDiCo
+        provenance = nil
+        let dtypes = onnx.graph.initializers.map { ($0.tensor.dtype.safetensorsName, $0.tensor.byteCount) }
+        tensorCount = dtypes.count
+        tensorsByDType = Dictionary(dtypes.map { ($0.0, 1) }, uniquingKeysWith: +)
+        bytesByDType = Dictionary(dtypes, uniquingKeysWith: +)
+        sourceSize = try LoadedModel.fileSize(onnx.path)
+        externalFiles = LoadedModel.externalDataFiles(onnx)
+    }
+
+    init(dico f: DicoFile, onnx: ONNXModel) {
+        self.onnx = onnx
+        format = .dico
+        let members = f.provenance.objectMembers ?? []
+        whyNotDiCo = members.first { $0.key == "not_dico" }?.value.stringValue ?? "(not recorded)"
+        provenance = f.provenance
+        let dtypes = f.tensors.map { ($0.dtype.safetensorsName, $0.length) }
+        tensorCount = dtypes.count
+        tensorsByDType = Dictionary(dtypes.map { ($0.0, 1) }, uniquingKeysWith: +)
+        bytesByDType = Dictionary(dtypes, uniquingKeysWith: +)
+        sourceSize = f.file.size
+        externalFiles = []
+    }
+
+    /// The remark `inspect` and `convert` print: what does and does not apply to this graph.
+    public var note: String {
+        "not a DiCo export (\(whyNotDiCo)): DiCo recognition and graph passes do not apply; the graph runs in the ONNX interpreter as written and converts as a generic ONNX graph"
     }
 }

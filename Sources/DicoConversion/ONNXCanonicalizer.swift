@@ -53,8 +53,8 @@ public enum ONNXCanonicalizer {
 extension ONNXCanonicalizer {
     /// Canonicalizes `model` as DiCo.
     /// - Throws: `NotDiCo` when the model is not a DiCo export (the reason says what is
-    ///   missing or what differs); `DicoError` for a DiCo export whose weights are invalid
-    ///   (NaN, a wrong shape), naming the tensor.
+    ///   missing or what differs: a DiCo-named tensor missing or of the wrong shape or dtype
+    ///   included); `DicoError` for a DiCo export whose weights hold NaN or Inf, naming the tensor.
     public static func canonicalize(_ model: ONNXModel, threads: Int = Executor.defaultThreads,
                                     checkValues: Bool = true) throws -> Canonical {
         let path = model.path
@@ -70,7 +70,14 @@ extension ONNXCanonicalizer {
         // names go to the recognizer, which then requires every one of them.
         let expected = Set(config.expectedTensors.map(\.name))
         let named = inits.filter { expected.contains($0.name) }.map { (name: $0.name, data: $0.tensor) }
-        let weights = try DiCoRecognizer.recognize(named, file: path, checkValues: checkValues)
+        // A DiCo-named tensor of the wrong shape or dtype, or a missing one, shows the graph is
+        // not DiCo: it imports as a generic graph, the recognizer's problems as the reason. Values
+        // are another matter: a DiCo state dict holding NaN is an error naming the tensor.
+        let weights: DiCoWeights
+        do { weights = try DiCoRecognizer.recognize(named, file: path, checkValues: false) } catch let e as DicoError {
+            throw NotDiCo(reason: e.message.replacingOccurrences(of: "\(path): ", with: "").replacingOccurrences(of: "\n  ", with: "; "))
+        }
+        if checkValues { _ = try DiCoRecognizer.recognize(named, file: path, checkValues: true) }
         let graph = try DiCoGraphBuilder.build(weights)
         let binding = try bindInputs(model, config: config)
         let diff = try prove(model, canonical: graph, config: config, binding: binding, threads: threads)

@@ -1,6 +1,7 @@
 import Dispatch
 import DicoCore
 import DicoIR
+import DicoONNX
 
 /// One entry of a `.dico` tensor table.
 public struct DicoTensorEntry: Sendable {
@@ -25,7 +26,13 @@ public final class DicoFile: @unchecked Sendable {
     /// The `provenance` object of the header.
     public let provenance: JSONValue
     public let tensors: [DicoTensorEntry]
+    /// The DiCo graph; empty when the file holds a generic ONNX graph (`onnxModel`).
     public let graph: Graph
+    /// The generic ONNX graph of a version 1.1 file with flag bit 0 (Formats/DICO.md, "Generic
+    /// ONNX graphs"), ready for `ONNXInterpreter`: its path is this file's, its initializers
+    /// and tensor attributes are zero-copy views of the table (quantized ones carrying their
+    /// scales). nil for a DiCo file.
+    public let onnxModel: ONNXModel?
     public let dataOffset: Int
     private let index: [String: Int]
 
@@ -53,7 +60,12 @@ public final class DicoFile: @unchecked Sendable {
         guard major == Int(DicoFormatInfo.major) else {
             throw bad("file is .dico version \(major).\(minor); this dico-convert reads version \(DicoFormatInfo.major).x only\(major > Int(DicoFormatInfo.major) ? " (a newer dico-convert wrote it)" : "")")
         }
-        guard u(12, 4) == 0 else { throw bad("unknown flags 0x\(String(u(12, 4), radix: 16)) in the prefix") }
+        let flags = UInt32(u(12, 4))
+        guard flags & ~DicoFormatInfo.onnxGraphFlag == 0 else { throw bad("unknown flags 0x\(String(flags, radix: 16)) in the prefix") }
+        let isONNXGraph = flags & DicoFormatInfo.onnxGraphFlag != 0
+        guard !isONNXGraph || minor >= Int(DicoFormatInfo.onnxGraphMinor) else {
+            throw bad("unknown flags 0x\(String(flags, radix: 16)) in the prefix of a version \(major).\(minor) file (flag bit 0, an ONNX graph, needs version 1.\(DicoFormatInfo.onnxGraphMinor) or later)")
+        }
         guard UInt32(u(60, 4)) == CRC32.checksum(UnsafeRawBufferPointer(rebasing: p[0..<60])) else {
             throw bad("the 64-byte prefix is corrupt (CRC mismatch)")
         }
@@ -170,6 +182,22 @@ public final class DicoFile: @unchecked Sendable {
                 }
             }
         }
+
+        // A generic ONNX graph, its initializers and tensor attributes bound to the tensors.
+        guard isONNXGraph == (top.value("onnx_graph") != nil), top.value("graph") == nil || !isONNXGraph else {
+            throw bad(isONNXGraph ? "flag bit 0 says the graph is an ONNX graph, but the header has no 'onnx_graph' (or also a 'graph')"
+                                  : "the header has an 'onnx_graph' but flag bit 0 (an ONNX graph) is not set")
+        }
+        if isONNXGraph {
+            do {
+                onnxModel = try ONNXGraphJSON.decode(top.value("onnx_graph")!, path: path) { DicoFile.view($0, entries, index, file, Int(dataOffset)) }
+            } catch let e as DicoError where e.kind == .invalidInput && !e.message.hasPrefix(path) {
+                throw bad("onnx_graph: \(e.message)")
+            }
+            graph = Graph()
+            return
+        }
+        onnxModel = nil
 
         // Graph, with constants bound to the tensors.
         let g = try HeaderObject(try top.require("graph"), "the graph", path)

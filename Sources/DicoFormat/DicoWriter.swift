@@ -4,8 +4,9 @@ import Glibc
 import Dispatch
 import DicoCore
 import DicoIR
+import DicoONNX
 
-// Writer for `.dico` version 1.0; the byte layout is specified in Formats/DICO.md:
+// Writer for `.dico` version 1.0 (DiCo graphs) and 1.1 (generic ONNX graphs, flag bit 0); the byte layout is specified in Formats/DICO.md:
 //   0   magic 89 44 49 43 4F 0D 0A 1A       8   major u16, minor u16, flags u32
 //   16  header_offset u64 (64)              24  header_length u64
 //   32  data_offset u64 (multiple of 64)    40  data_length u64
@@ -20,6 +21,11 @@ public enum DicoFormatInfo {
     public static let magic: [UInt8] = [0x89, 0x44, 0x49, 0x43, 0x4F, 0x0D, 0x0A, 0x1A]
     public static let major: UInt16 = 1
     public static let minor: UInt16 = 0
+    /// The minor version of files holding a generic ONNX graph (DiCo files stay 1.0).
+    public static let onnxGraphMinor: UInt16 = 1
+    /// Prefix flag bit 0: the file's graph is an ONNX graph (`onnx_graph`, not `graph`). A 1.0
+    /// reader rejects unknown flags, so it refuses such a file instead of misreading it.
+    public static let onnxGraphFlag: UInt32 = 1
     /// Alignment of the data section and of every tensor in it.
     public static let alignment = 64
     public static let headerOffset = 64
@@ -77,6 +83,50 @@ public enum DicoWriter {
     public static func write(to path: String, overwrite: Bool, model: JSONValue, graph: Graph, provenance: JSONValue,
                              jobs: [DicoTensorJob], threads: Int, progress: ((Int) -> Void)? = nil,
                              finalProvenance: (() throws -> JSONValue)? = nil) throws {
+        try write(to: path, overwrite: overwrite, model: model, section: .dico(graph), provenance: provenance, jobs: jobs, threads: threads,
+                  progress: progress, finalProvenance: finalProvenance, beforeCommit: nil)
+    }
+
+    /// Writes a generic-graph `.dico` (version 1.1, flag bit 0; Formats/DICO.md, "Generic ONNX
+    /// graphs"): `onnx` as written, its initializers and tensor attributes
+    /// (`ONNXGraphJSON.attributeTensors`) each an entry of the table under that name.
+    /// - Parameter beforeCommit: called with the complete temporary file before it replaces
+    ///   `path` (the drift check reads it); what it throws aborts the write, leaving `path` as it was.
+    /// - Throws: as `write(graph:)`; `DicoError(.internalError)` when an initializer or tensor
+    ///   attribute has no job.
+    public static func write(to path: String, overwrite: Bool, model: JSONValue, onnx: ONNXModel, provenance: JSONValue,
+                             jobs: [DicoTensorJob], threads: Int, progress: ((Int) -> Void)? = nil,
+                             finalProvenance: (() throws -> JSONValue)? = nil, beforeCommit: ((String) throws -> Void)? = nil) throws {
+        try write(to: path, overwrite: overwrite, model: model, section: .onnx(onnx), provenance: provenance, jobs: jobs, threads: threads,
+                  progress: progress, finalProvenance: finalProvenance, beforeCommit: beforeCommit)
+    }
+
+    /// What a file's graph is: a DiCo IR graph (version 1.0, flags 0: byte-identical to the
+    /// files written before generic graphs existed) or an ONNX graph (version 1.1, flag bit 0).
+    enum Section {
+        case dico(Graph)
+        case onnx(ONNXModel)
+
+        var minor: UInt16 { if case .onnx = self { return DicoFormatInfo.onnxGraphMinor }; return DicoFormatInfo.minor }
+        var flags: UInt32 { if case .onnx = self { return DicoFormatInfo.onnxGraphFlag }; return 0 }
+        /// The tensors the graph refers to by name.
+        var tensorNames: [String] {
+            switch self {
+            case let .dico(g): return g.constantIDs.map { g[$0].name }
+            case let .onnx(m): return m.graph.initializers.map(\.name) + ONNXGraphJSON.attributeTensors(m.graph).map(\.name)
+            }
+        }
+        var member: (key: String, value: JSONValue) {
+            switch self {
+            case let .dico(g): return ("graph", GraphJSON.encode(g))
+            case let .onnx(m): return ("onnx_graph", ONNXGraphJSON.encode(m))
+            }
+        }
+    }
+
+    static func write(to path: String, overwrite: Bool, model: JSONValue, section: Section, provenance: JSONValue,
+                      jobs: [DicoTensorJob], threads: Int, progress: ((Int) -> Void)?,
+                      finalProvenance: (() throws -> JSONValue)?, beforeCommit: ((String) throws -> Void)?) throws {
         let tensors = jobs.flatMap(\.tensors)
         // First tensor index of each job in the table.
         var firstIndex: [Int] = []
@@ -89,9 +139,10 @@ public enum DicoWriter {
         for t in tensors where !seen.insert(t.name).inserted {
             throw DicoError(.internalError, "\(path): tensor '\(t.name)' is written twice")
         }
-        for id in graph.constantIDs where !seen.contains(graph[id].name) {
-            throw DicoError(.internalError, "\(path): graph constant '\(graph[id].name)' has no tensor")
+        for name in section.tensorNames where !seen.contains(name) {
+            throw DicoError(.internalError, "\(path): graph tensor '\(name)' has no job")
         }
+        let graphMember = section.member
         // Offsets: each tensor 64-byte aligned, in the given order.
         var offsets: [Int] = []
         var end = 0
@@ -102,7 +153,7 @@ public enum DicoWriter {
         }
         let dataLength = end
         var crcs = [UInt32](repeating: 0, count: tensors.count)
-        let placeholder = headerJSON(model: model, graph: graph, provenance: provenance, tensors: tensors, offsets: offsets, crcs: nil)
+        let placeholder = headerJSON(model: model, graph: graphMember, minor: section.minor, provenance: provenance, tensors: tensors, offsets: offsets, crcs: nil)
         let headerLength = placeholder.utf8.count
         let dataOffset = align(DicoFormatInfo.headerOffset + headerLength)
         let fileLength = dataOffset + dataLength
@@ -151,7 +202,7 @@ public enum DicoWriter {
         if let failure { throw failure }
 
         let finalProv = try finalProvenance?() ?? provenance
-        let header = headerJSON(model: model, graph: graph, provenance: finalProv, tensors: tensors, offsets: offsets, crcs: crcs)
+        let header = headerJSON(model: model, graph: graphMember, minor: section.minor, provenance: finalProv, tensors: tensors, offsets: offsets, crcs: crcs)
         var headerBytes = Array(header.utf8)
         guard headerBytes.count == headerLength else {
             throw DicoError(.internalError, "\(path): the final header is \(headerBytes.count) bytes, the reserved one \(headerLength)")
@@ -163,8 +214,8 @@ public enum DicoWriter {
         var prefix = [UInt8](repeating: 0, count: 64)
         prefix.replaceSubrange(0..<8, with: DicoFormatInfo.magic)
         put(&prefix, 8, UInt64(DicoFormatInfo.major), 2)
-        put(&prefix, 10, UInt64(DicoFormatInfo.minor), 2)
-        put(&prefix, 12, 0, 4)
+        put(&prefix, 10, UInt64(section.minor), 2)
+        put(&prefix, 12, UInt64(section.flags), 4)
         put(&prefix, 16, UInt64(DicoFormatInfo.headerOffset), 8)
         put(&prefix, 24, UInt64(headerLength), 8)
         put(&prefix, 32, UInt64(dataOffset), 8)
@@ -174,6 +225,9 @@ public enum DicoWriter {
         let prefixCRC = prefix.withUnsafeBytes { CRC32.checksum(UnsafeRawBufferPointer(rebasing: $0[0..<60])) }
         put(&prefix, 60, UInt64(prefixCRC), 4)
         try prefix.withUnsafeBytes { try out.write($0, at: 0) }
+        // Everything went out with pwrite (setLength flushed the sequential buffer), so the
+        // temporary file is complete for any reader.
+        try beforeCommit?(out.temporaryPath)
         try out.commit()
     }
 
@@ -183,8 +237,8 @@ public enum DicoWriter {
         for i in 0..<size { b[at + i] = UInt8(truncatingIfNeeded: v >> (8 * UInt64(i))) }
     }
 
-    static func headerJSON(model: JSONValue, graph: Graph, provenance: JSONValue, tensors: [DicoTensorOutput],
-                           offsets: [Int], crcs: [UInt32]?) -> String {
+    static func headerJSON(model: JSONValue, graph: (key: String, value: JSONValue), minor: UInt16, provenance: JSONValue,
+                           tensors: [DicoTensorOutput], offsets: [Int], crcs: [UInt32]?) -> String {
         let table: [JSONValue] = tensors.indices.map { i in
             let t = tensors[i]
             var m: [(key: String, value: JSONValue)] = [
@@ -198,8 +252,8 @@ public enum DicoWriter {
             return .object(m)
         }
         let root: JSONValue = .object([
-            ("format", .string("dico")), ("version", .array([.integer(Int(DicoFormatInfo.major)), .integer(Int(DicoFormatInfo.minor))])),
-            ("model", model), ("graph", GraphJSON.encode(graph)), ("tensors", .array(table)), ("provenance", provenance),
+            ("format", .string("dico")), ("version", .array([.integer(Int(DicoFormatInfo.major)), .integer(Int(minor))])),
+            ("model", model), graph, ("tensors", .array(table)), ("provenance", provenance),
         ])
         return root.serialized()
     }

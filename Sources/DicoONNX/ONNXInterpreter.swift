@@ -29,6 +29,8 @@ public final class ONNXInterpreter: @unchecked Sendable {
     public let outputNames: [String]
     /// The declared graph outputs, to check results against.
     private let outputInfos: [ONNXValueInfo]
+    /// Workers for the kernels that split their work (bound to `ONNXThreads.limit` while running).
+    public let threads: Int
 
     private struct Step {
         let node: ONNXNode
@@ -62,7 +64,10 @@ public final class ONNXInterpreter: @unchecked Sendable {
     ///   uses an unsupported op, domain or attribute, or reads a value nothing produces.
     /// - Parameter convertWeightsOnUse: convert float initializers of 4 KiB or more when a node
     ///   reads them, on every run, and release their file pages after (for one-off runs).
-    public init(model: ONNXModel, convertWeightsOnUse: Bool = false) throws {
+    /// - Parameter threads: workers for the large kernels (sgemm, elementwise maps); nil for
+    ///   the online CPUs. Results do not depend on it.
+    public init(model: ONNXModel, convertWeightsOnUse: Bool = false, threads: Int? = nil) throws {
+        self.threads = max(1, threads ?? ONNXThreads.limit)
         modelPath = model.path
         outputInfos = model.graph.outputs
         let path = model.path
@@ -169,6 +174,10 @@ public final class ONNXInterpreter: @unchecked Sendable {
 
     /// `run`, with the outputs in graph-output order.
     public func runOrdered(_ inputs: [String: ONNXValue]) throws -> [ONNXValue] {
+        try ONNXThreads.$limit.withValue(threads) { try runSteps(inputs) }
+    }
+
+    private func runSteps(_ inputs: [String: ONNXValue]) throws -> [ONNXValue] {
         let path = modelPath
         var slots = [ONNXValue?](repeating: nil, count: slotCount)
         for (s, v) in constantSlots { slots[s] = v }

@@ -13,16 +13,20 @@ import Glibc
 /// `dico-convert IN OUT.dico [--fp16|--bf16|--int8]`: the default subcommand.
 struct Convert: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Convert a DiCo safetensors model to .dico (fp32 unless a precision flag is given).",
+        abstract: "Convert a DiCo safetensors or ONNX model, or any ONNX graph, to .dico (fp32 unless a precision flag is given).",
         discussion: """
         --int8 stores the weights of 1x1 and dense convolutions and of linear layers as int8, symmetric, \
         one float32 scale per output channel; the first and last layers (x_embedder.proj.weight, \
         final_layer.out_proj.weight), biases, depthwise kernels and embedding tables stay float32. \
         --fp16 and --bf16 convert every tensor (round to nearest even). --keep keeps matching \
-        tensors in float32: a glob on tensor names, or re:REGEX.
+        tensors in float32: a glob on tensor names, or re:REGEX. \
+        An ONNX graph that is not DiCo converts as written (no DiCo pass): --int8 stores the float32 \
+        weight initializers of Conv, Gemm and MatMul as int8 per output channel, --fp16/--bf16 every \
+        float32 initializer; below float32 the written file is run against the original on a seeded \
+        input and the relative L2 drift of each output is printed.
         """)
 
-    @Argument(help: "The input model (.safetensors).")
+    @Argument(help: "The input model (.safetensors or .onnx).")
     var input: String
 
     @Argument(help: "The output .dico file.")
@@ -119,6 +123,8 @@ struct Convert: ParsableCommand {
             lines.append("  \(k.padding(8))  \(n) tensors, \(megabytes(s.bytesByDType[k] ?? 0))")
         }
         lines.append("  time:     \(String(format2(s.seconds))) s")
+        lines += s.drift?.lines.map { "  " + $0 } ?? []
+        lines += s.notes.map { "  note:     \($0)" }
         return lines.joined(separator: "\n")
     }
 }

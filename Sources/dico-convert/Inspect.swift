@@ -21,9 +21,9 @@ struct Inspect: ParsableCommand {
     func run() throws {
         let opened = try LoadedModel.openAny(file)
         guard case .dico(let model) = opened else {
-            if case .genericONNX(let onnx, let why) = opened {
-                if ir { throw DicoError(.usage, "\(file): --ir shows the DiCo IR; this ONNX graph is not DiCo (\(why))") }
-                let report = GenericONNXReport(file: file, model: onnx, whyNotDiCo: why)
+            if case .genericONNX(let g) = opened {
+                if ir { throw DicoError(.usage, "\(file): --ir shows the DiCo IR; this ONNX graph is not DiCo (\(g.whyNotDiCo))") }
+                let report = GenericONNXReport(file: file, model: g)
                 print(json ? report.json : report.text)
             }
             return
@@ -111,21 +111,19 @@ func grouped(_ n: Int) -> String {
     return out
 }
 
-/// What `inspect` prints for an ONNX graph that is not DiCo: it imports and runs in the ONNX
-/// interpreter, but none of the DiCo-specific recognition, passes or conversion apply.
+/// What `inspect` prints for an ONNX graph that is not DiCo (an `.onnx` file, or a `.dico`
+/// holding one): it imports and runs in the ONNX interpreter, and converts as a generic graph,
+/// but none of the DiCo-specific recognition or passes apply.
 struct GenericONNXReport {
     let file: String
-    let model: ONNXModel
-    let whyNotDiCo: String
+    let model: GenericONNXModel
 
+    var graph: ONNXGraph { model.onnx.graph }
     var opCounts: [(String, Int)] {
-        Dictionary(model.graph.nodes.map { ($0.opType, 1) }, uniquingKeysWith: +).sorted { $0.key < $1.key }
+        Dictionary(graph.nodes.map { ($0.opType, 1) }, uniquingKeysWith: +).sorted { $0.key < $1.key }
     }
-    var bytesByDType: [(String, Int)] {
-        Dictionary(model.graph.initializers.map { ($0.tensor.dtype.safetensorsName, $0.tensor.byteCount) }, uniquingKeysWith: +)
-            .sorted { $0.key < $1.key }
-    }
-    var note: String { "not a DiCo export (\(whyNotDiCo)): runs in the ONNX interpreter; DiCo recognition, passes and conversion do not apply" }
+    var bytesByDType: [(String, Int)] { model.bytesByDType.sorted { $0.key < $1.key } }
+    var tensorsByDType: [(String, Int)] { model.tensorsByDType.sorted { $0.key < $1.key } }
 
     static func describe(_ v: ONNXValueInfo) -> String {
         let dims = v.shape.map { "[" + $0.map { d -> String in
@@ -139,33 +137,38 @@ struct GenericONNXReport {
     }
 
     var text: String {
-        [
+        var lines = [
             "file:        \(file)",
-            "format:      onnx",
-            "model:       not DiCo",
-            "producer:    \(model.producerName) \(model.producerVersion), opset \(model.defaultOpset ?? 0)",
-            "inputs:      " + model.graph.inputs.map(Self.describe).joined(separator: ", "),
-            "outputs:     " + model.graph.outputs.map(Self.describe).joined(separator: ", "),
-            "tensors:     \(model.graph.initializers.count)",
+            "format:      \(model.format.rawValue)",
+            "model:       not DiCo (generic ONNX graph)",
+            "producer:    \(model.onnx.producerName) \(model.onnx.producerVersion), opset \(model.onnx.defaultOpset ?? 0)",
+            "inputs:      " + graph.inputs.map(Self.describe).joined(separator: ", "),
+            "outputs:     " + graph.outputs.map(Self.describe).joined(separator: ", "),
+            "tensors:     \(model.tensorCount) (" + tensorsByDType.map { "\($0.0) \($0.1)" }.joined(separator: ", ") + ")",
             "bytes:       " + bytesByDType.map { "\($0.0) \(grouped($0.1))" }.joined(separator: ", "),
-            "nodes:       \(model.graph.nodes.count) (" + opCounts.map { "\($0.0) \($0.1)" }.joined(separator: ", ") + ")",
-            "note:        \(note)",
-        ].joined(separator: "\n")
+            "nodes:       \(graph.nodes.count) (" + opCounts.map { "\($0.0) \($0.1)" }.joined(separator: ", ") + ")",
+        ]
+        if let p = model.provenance { lines.append("provenance:  \(p.serialized())") }
+        lines.append("note:        \(model.note)")
+        return lines.joined(separator: "\n")
     }
 
     var json: String {
-        JSONValue.object([
+        var members: [(key: String, value: JSONValue)] = [
             ("file", .string(file)),
-            ("format", .string("onnx")),
+            ("format", .string(model.format.rawValue)),
             ("preset", .null),
-            ("opset", .integer(Int(model.defaultOpset ?? 0))),
-            ("inputs", .array(model.graph.inputs.map { .string(Self.describe($0)) })),
-            ("outputs", .array(model.graph.outputs.map { .string(Self.describe($0)) })),
-            ("tensors", .integer(model.graph.initializers.count)),
+            ("opset", .integer(Int(model.onnx.defaultOpset ?? 0))),
+            ("inputs", .array(graph.inputs.map { .string(Self.describe($0)) })),
+            ("outputs", .array(graph.outputs.map { .string(Self.describe($0)) })),
+            ("tensors", .integer(model.tensorCount)),
+            ("tensors_by_dtype", .object(tensorsByDType.map { ($0.0, .integer($0.1)) })),
             ("bytes_by_dtype", .object(bytesByDType.map { ($0.0, .integer($0.1)) })),
-            ("nodes", .integer(model.graph.nodes.count)),
+            ("nodes", .integer(graph.nodes.count)),
             ("ops", .object(opCounts.map { ($0.0, .integer($0.1)) })),
-            ("notes", .array([.string(note)])),
-        ]).serialized()
+            ("notes", .array([.string(model.note)])),
+        ]
+        if let p = model.provenance { members.append(("provenance", p)) }
+        return JSONValue.object(members).serialized()
     }
 }

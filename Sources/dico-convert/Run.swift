@@ -15,7 +15,7 @@ struct Run: ParsableCommand {
         abstract: "Run the model on x [N,4,H,W] f32, t [N] (i64 or f32) and y [N] i64; write out [N,8,H,W] f32.",
         discussion: "Other tensors in the input file are ignored, so a reference file holding its expected output runs as is.")
 
-    @Argument(help: "A model (.safetensors, .onnx or .dico). An ONNX graph that is not DiCo runs as written in the ONNX interpreter, its inputs read from --input by name.")
+    @Argument(help: "A model (.safetensors, .onnx or .dico). An ONNX graph that is not DiCo (an .onnx file or a .dico holding one) runs as written in the ONNX interpreter, its inputs read from --input by name.")
     var model: String
 
     @Option(help: "A safetensors file with the tensors x, t and y.")
@@ -34,7 +34,7 @@ struct Run: ParsableCommand {
         // Fail before the forward pass, not after it; the atomic writer checks again at the end.
         if !force, access(output, F_OK) == 0 { throw DicoError(.usage, "\(output): already exists; pass --force to overwrite") }
         let opened = try LoadedModel.openAny(model)
-        if case .genericONNX(let onnx, _) = opened { return try runGeneric(onnx) }
+        if case .genericONNX(let g) = opened { return try runGeneric(g.onnx) }
         guard case .dico(let loaded) = opened else { return }
         let inputs = try RunInputs.read(input)
         let executor = try Executor(graph: loaded.graph, threads: threadOptions.threads ?? Executor.defaultThreads)
@@ -50,8 +50,11 @@ struct Run: ParsableCommand {
 }
 
 extension Run {
-    /// A non-DiCo ONNX graph: every graph input is read from `--input` under its own name, the
-    /// graph runs in the interpreter, and every graph output is written under its name.
+    /// A non-DiCo ONNX graph (an `.onnx` file, or a `.dico` holding one, its weights read from
+    /// the file's tensors and int8 ones dequantized): every graph input is read from `--input`
+    /// under its own name, the graph runs once in the interpreter on `--threads` workers (each
+    /// large weight converted when its node runs, then its pages released), and every graph
+    /// output is written under its name.
     func runGeneric(_ onnx: ONNXModel) throws {
         let f = try SafetensorsFile(path: input)
         var feeds: [String: ONNXValue] = [:]
@@ -62,7 +65,7 @@ extension Run {
             feeds[v.name] = try ONNXValue(t)
         }
         // The interpreter's errors already name the model and the input or node.
-        let outputs = try ONNXInterpreter(model: onnx).run(feeds)
+        let outputs = try ONNXInterpreter(model: onnx, convertWeightsOnUse: true, threads: threadOptions.threads).run(feeds)
         let tensors = onnx.graph.outputs.map { (name: $0.name, data: outputs[$0.name]!.tensorData) }
         try SafetensorsWriter.write(tensors, metadata: ["made_by": "dico-convert \(dicoConvertVersion) run"], to: output, overwrite: force)
     }

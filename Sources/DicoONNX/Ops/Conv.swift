@@ -180,7 +180,7 @@ private func im2col(x: UnsafePointer<Float>, channels: Int, h: Int, w: Int, kh: 
 private func depthwiseConv(x: UnsafePointer<Float>, w: UnsafePointer<Float>, y: UnsafeMutablePointer<Float>, planes: Int, channels: Int,
                            h: Int, w wd: Int, kh: Int, kw: Int, oh: Int, ow: Int,
                            step: (Int, Int), dilation: (Int, Int), padBegin: (Int, Int)) {
-    let workers = min(planes, 4)
+    let workers = min(planes, 4, sgemmThreads)
     DispatchQueue.concurrentPerform(iterations: workers) { part in
         for p in stride(from: part, to: planes, by: workers) {
             let src = x + p * h * wd, dst = y + p * oh * ow, k = w + (p % channels) * kh * kw

@@ -4,8 +4,16 @@ import DicoRuntime
 
 // Gemm and MatMul (float32) through cblas_sgemm, and the sgemm driver Conv shares.
 
-/// Workers for large sgemm calls: the IR executor's default, the online CPUs.
-let sgemmThreads = Executor.defaultThreads
+/// Workers for large sgemm calls (and the other kernels that split work): the running
+/// interpreter's `threads`, by default the IR executor's default, the online CPUs.
+var sgemmThreads: Int { ONNXThreads.limit }
+
+/// The thread count of the interpreter run on this thread: a task-local, bound by
+/// `ONNXInterpreter.runOrdered` around its steps, so concurrent runs with different counts do
+/// not interfere, and the kernels need no extra parameter.
+enum ONNXThreads {
+    @TaskLocal static var limit: Int = Executor.defaultThreads
+}
 
 /// Below this many multiply-adds an sgemm runs as one call on the calling thread.
 let sgemmSplitWork = 1 << 20
