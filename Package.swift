@@ -59,7 +59,8 @@ let package = Package(
         .testTarget(name: "ONNXImportTests", dependencies: ["DicoConversion", "DicoVerify", "DicoONNX", "DicoModel", "DicoRuntime", "DicoIR", "DicoSafetensors", "DicoCore"]),
         .testTarget(name: "DicoONNXInterpreterTests", dependencies: ["DicoONNX", "DicoRuntime", "DicoModel", "DicoSafetensors", "DicoCore"]),
         .testTarget(name: "DicoVerifyTests", dependencies: ["DicoVerify", "DicoConversion", "DicoRuntime", "DicoModel", "DicoSafetensors", "DicoCore"]),
-        .testTarget(name: "CLITests", dependencies: ["DicoSafetensors", "DicoCore"]),
+        // DicoFormat for its CRC-32 only (to damage files consistently); the tool runs as a real process.
+        .testTarget(name: "CLITests", dependencies: ["DicoSafetensors", "DicoCore", "DicoFormat"]),
     ],
     swiftLanguageModes: [.v5]
 )

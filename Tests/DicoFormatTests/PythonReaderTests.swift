@@ -51,23 +51,75 @@ final class PythonReaderTests: XCTestCase {
     /// the same. The first values are single float32 values that Python prints as float64
     /// shortest round-trip literals, so they must be exactly equal.
     private func checkAgreement(_ precision: Precision, file: StaticString = #filePath, line: UInt = #line) throws {
-        let dico = try convertTiny(precision)
-        let statsPath = tmp.appendingPathComponent("stats-\(precision.rawValue).json").path
+        let dtypesSeen = try checkAgreement(try convertTiny(precision), precision.rawValue, version: "1.0", file: file, line: line)
+        // The conversion really stored what the precision says (so the comparison covered it).
+        let expected: Set<String> = switch precision {
+        case .fp32: ["f32"]
+        case .fp16: ["f16"]
+        case .bf16: ["bf16"]
+        case .int8: ["i8", "f32"]
+        }
+        XCTAssertEqual(dtypesSeen, expected, "storage dtypes of the \(precision.rawValue) file", file: file, line: line)
+    }
+
+    /// A generic ONNX graph (Fixtures/convnet.onnx, int8): the Python reader accepts the 1.1
+    /// file, agrees tensor by tensor as above, and its `onnx_initializers()` gives every
+    /// initializer under its ONNX name in its ONNX dtype, the int8 ones dequantized to the
+    /// values Swift's reader gives (exactly: both compute q * scale in float32, one product).
+    func testGenericONNXGraphAgreesWithSwiftReader() throws {
+        let dico = tmp.appendingPathComponent("convnet-int8.dico").path
+        _ = try Converter.convert(input: Self.root.appendingPathComponent("Fixtures/convnet.onnx").path, output: dico,
+                                  options: ConversionOptions(precision: .int8, threads: 2, overwrite: false, toolVersion: "test"))
+        let seen = try checkAgreement(dico, "generic int8", version: "1.1")
+        XCTAssertEqual(seen, ["i8", "f32"])
+        let code = """
+        import sys, json; sys.path.insert(0, sys.argv[1]); import dico_reader
+        m = dico_reader.read(sys.argv[2])
+        print(json.dumps({n: [str(a.dtype), list(a.shape), [float(v) for v in a.reshape(-1)[:3]]] for n, a in m.onnx_initializers().items()}))
+        """
+        if let problem = Self.pythonProblem { throw TestError(problem) }
+        let r = try Self.launch(["-c", code, Self.root.appendingPathComponent("Formats").path, dico])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        let got = try XCTUnwrap(try StrictJSON.parse(r.stdout).objectMembers)
+        let model = try XCTUnwrap(try DicoFile(path: dico).onnxModel)
+        XCTAssertEqual(got.map(\.key), model.graph.initializers.map(\.name))
+        for (i, (name, v)) in zip(model.graph.initializers, got) {
+            let t = i.tensor
+            let want: JSONValue = .array([.string("float32"), .array(t.shape.map { .integer($0) }),
+                                          .array(t.floats().prefix(3).map { .number("\(Double($0))") })])
+            XCTAssertEqual(describe(v), describe(want), name)
+        }
+    }
+
+    /// A JSON value with numbers normalized (Python and Swift spell some doubles differently).
+    private func describe(_ v: JSONValue) -> String {
+        switch v {
+        case let .number(n): return "\(Double(n) ?? .nan)"
+        case let .array(a): return "[" + a.map(describe).joined(separator: ",") + "]"
+        default: return v.serialized()
+        }
+    }
+
+    /// Converts nothing: runs the reader with `--dump-stats` on `dico` and compares every tensor
+    /// with the Swift reader's view. Returns the storage dtypes seen.
+    private func checkAgreement(_ dico: String, _ what: String, version: String,
+                                file: StaticString = #filePath, line: UInt = #line) throws -> Set<String> {
+        let statsPath = tmp.appendingPathComponent("stats-\(what.filter(\.isLetter)).json").path
         let r = try runReader([dico, "--summary", "--dump-stats", statsPath])
-        XCTAssertEqual(r.status, 0, "dico_reader failed on the \(precision.rawValue) file:\n\(r.stderr)", file: file, line: line)
-        guard r.status == 0 else { return }
+        XCTAssertEqual(r.status, 0, "dico_reader failed on the \(what) file:\n\(r.stderr)", file: file, line: line)
+        guard r.status == 0 else { return [] }
         XCTAssertEqual(r.stderr, "", file: file, line: line)
 
         let swift = try DicoFile(path: dico)
         XCTAssert(r.stdout.contains("tensors: \(swift.tensors.count)"), "summary: \(r.stdout)", file: file, line: line)
-        XCTAssert(r.stdout.contains("format: .dico 1.0"), "summary: \(r.stdout)", file: file, line: line)
+        XCTAssert(r.stdout.contains("format: .dico \(version)"), "summary: \(r.stdout)", file: file, line: line)
 
         let stats = try loadStats(statsPath)
         XCTAssertEqual(Set(stats.keys), Set(swift.tensors.map(\.name)), "tensor names differ", file: file, line: line)
         var dtypesSeen = Set<String>()
         for e in swift.tensors {
             guard let py = stats[e.name] else { continue }
-            let what = "\(precision.rawValue) tensor '\(e.name)'"
+            let what = "\(what) tensor '\(e.name)'"
             dtypesSeen.insert(e.dtype.rawValue)
             XCTAssertEqual(py.dtype, e.dtype.rawValue, "\(what): dtype", file: file, line: line)
             XCTAssertEqual(py.shape, e.shape, "\(what): shape", file: file, line: line)
@@ -84,14 +136,7 @@ final class PythonReaderTests: XCTestCase {
             XCTAssertLessThanOrEqual(abs(py.sumsq - sumsq), 1e-9 * sumsq, "\(what): sum of squares \(py.sumsq) (Python) vs \(sumsq) (Swift)", file: file, line: line)
             XCTAssertEqual(py.first, values.prefix(4).map(Double.init), "\(what): first values", file: file, line: line)
         }
-        // The conversion really stored what the precision says (so the comparison covered it).
-        let expected: Set<String> = switch precision {
-        case .fp32: ["f32"]
-        case .fp16: ["f16"]
-        case .bf16: ["bf16"]
-        case .int8: ["i8", "f32"]
-        }
-        XCTAssertEqual(dtypesSeen, expected, "storage dtypes of the \(precision.rawValue) file", file: file, line: line)
+        return dtypesSeen
     }
 
     // MARK: - Refusals
