@@ -15,6 +15,9 @@ Reads Fixtures/convnet.onnx (made by make_onnx_fixtures.py) and writes
     q/<initializer>   the int8 values of each quantized initializer
     scale/<initializer>  its float32 scales, one per index along the axis
   metadata: "axes" (JSON: initializer -> axis), seeds, versions.
+  Fixtures/const_external.onnx, const_external.onnx.data
+                      y = x + c, c a Constant node's [4] float32 tensor whose data lives in the
+                      external file (no initializer at all): its file must still be hashed
   Fixtures/convnet_nan_weight.onnx
                       convnet.onnx with proj[0, 0] = NaN (int8 must refuse it, naming it; any
                       other precision's drift check sees a NaN output)
@@ -164,6 +167,26 @@ def main():
             w[0, 0] = np.nan
             init.CopyFrom(numpy_helper.from_array(w, "proj"))
     onnx.save(bad, os.path.join(HERE, "convnet_nan_weight.onnx"))
+
+    c = numpy_helper.from_array(np.array([1.5, -2.0, 0.25, 8.0], np.float32), "c")
+    c.data_location = onnx.TensorProto.EXTERNAL
+    c.ClearField("raw_data")
+    for k, v in (("location", "const_external.onnx.data"), ("offset", "0"), ("length", "16")):
+        entry = c.external_data.add()
+        entry.key, entry.value = k, v
+    with open(os.path.join(HERE, "const_external.onnx.data"), "wb") as f:
+        f.write(np.array([1.5, -2.0, 0.25, 8.0], np.float32).tobytes())
+    graph = onnx.helper.make_graph(
+        [onnx.helper.make_node("Constant", [], ["c"], name="c", value=c), onnx.helper.make_node("Add", ["x", "c"], ["y"], name="add")],
+        "const_external", [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["N", 4])],
+        [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, ["N", 4])])
+    m = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 17)], producer_name=MADE_BY)
+    m.ir_version = 8
+    path = os.path.join(HERE, "const_external.onnx")
+    with open(path, "wb") as f:
+        f.write(m.SerializeToString())
+    y = ort.InferenceSession(path, providers=["CPUExecutionProvider"]).run(None, {"x": np.ones((2, 4), np.float32)})[0]
+    assert (y == np.ones((2, 4), np.float32) + np.array([1.5, -2.0, 0.25, 8.0], np.float32)).all(), y
     return 0
 
 

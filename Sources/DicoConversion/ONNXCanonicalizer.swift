@@ -175,7 +175,7 @@ extension ONNXCanonicalizer {
     static func prove(_ model: ONNXModel, canonical: Graph, config: DiCoConfig, binding b: Binding, threads: Int) throws -> Double {
         let interpreter: ONNXInterpreter
         do {
-            interpreter = try ONNXInterpreter(model: model, convertWeightsOnUse: true)
+            interpreter = try ONNXInterpreter(model: model, convertWeightsOnUse: true, threads: threads)
         } catch let e as DicoError where e.kind == .invalidInput {
             throw NotDiCo(reason: "the graph cannot run in the ONNX interpreter: \(e.message)")
         }

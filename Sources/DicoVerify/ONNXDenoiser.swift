@@ -33,7 +33,7 @@ public final class ONNXDenoiser: Denoiser {
     /// - Throws: `DicoError` when the interpreter refuses the graph.
     public init(model: LoadedModel, onnx: ONNXModel, provenance: JSONValue, threads: Int) throws {
         config = model.config
-        interpreter = try ONNXInterpreter(model: onnx)
+        interpreter = try ONNXInterpreter(model: onnx, threads: threads)
         // The same binding (names, element types, fixed batch) import proved the graph with.
         binding = try ONNXCanonicalizer.bindInputs(onnx, config: model.config)
         let dims = onnx.graph.inputs[0].shape ?? []
