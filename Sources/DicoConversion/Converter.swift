@@ -90,11 +90,8 @@ public enum Converter {
 
         // The source hash runs beside the conversion, reading with pread so it adds no
         // resident memory.
-        let hasher = SourceHasher(path: input)
-        hasher.start()
         // An ONNX export's weights may live in external data files: each is hashed too.
-        let externalHashers = model.externalFiles.map { SourceHasher(path: $0.path) }
-        externalHashers.forEach { $0.start() }
+        let hashes = SourceHashes(input: input, size: model.sourceSize, external: model.externalFiles)
 
         let nonFinite = NameList()
         var jobs: [DicoTensorJob] = []
@@ -111,13 +108,7 @@ public enum Converter {
             if plan == .f32 { kept += 1 } else { converted += 1 }
             jobs.append(job(name: name, source: src, plan: plan, file: input, nonFinite: nonFinite))
         }
-        let outputs = jobs.flatMap(\.tensors)
-        let total = outputs.reduce(0) { $0 + $1.byteCount }
-        var bytesByDType: [String: Int] = [:], tensorsByDType: [String: Int] = [:]
-        for o in outputs {
-            bytesByDType[o.dtype.safetensorsName, default: 0] += o.byteCount
-            tensorsByDType[o.dtype.safetensorsName, default: 0] += 1
-        }
+        let (total, tensorsByDType, bytesByDType) = Converter.tally(jobs)
 
         let modelJSON: JSONValue = .object([
             ("architecture", .string("DiCo")), ("preset", .string(model.config.preset?.displayName ?? "custom")),
@@ -135,12 +126,9 @@ public enum Converter {
                               policy: policy, options: options, passes: applied, converted: converted, kept: kept,
                               strippedPrefix: weights.strippedPrefix)
         }
-        defer {
-            _ = try? hasher.finish()
-            for h in externalHashers { _ = try? h.finish() }
-        }
+        defer { hashes.wait() }
         try DicoWriter.write(to: output, overwrite: options.overwrite, model: modelJSON, graph: graph,
-                             provenance: prov(zeros, externalHashers.map { _ in zeros }),
+                             provenance: prov(zeros, model.externalFiles.map { _ in zeros }),
                              jobs: jobs, threads: options.threads, progress: { progress?($0, total) },
                              finalProvenance: {
                                  let bad = nonFinite.sorted
@@ -149,20 +137,25 @@ public enum Converter {
                                      throw DiCoRecognizer.invalidStateDict(file: input, config: model.config,
                                                                            problems: bad.map { DiCoRecognizer.nonFiniteProblem(weights.strippedPrefix + $0) })
                                  }
-                                 let (size, digest) = try hasher.finish()
-                                 guard size == sourceSize else { throw DicoError.io(input, "the file changed while it was converted") }
-                                 var digests: [String] = []
-                                 for (h, f) in zip(externalHashers, model.externalFiles) {
-                                     let (n, d) = try h.finish()
-                                     guard n == f.size else { throw DicoError.io(f.path, "the file changed while it was converted") }
-                                     digests.append(d)
-                                 }
+                                 let (digest, digests) = try hashes.digests()
                                  return prov(digest, digests)
                              })
         var st = stat()
         let outBytes = stat(output, &st) == 0 ? Int(st.st_size) : 0
         return ConversionSummary(inputBytes: sourceSize + model.externalFiles.reduce(0) { $0 + $1.size }, outputBytes: outBytes, tensorsByDType: tensorsByDType, bytesByDType: bytesByDType,
                                  converted: converted, kept: kept, seconds: monotonicSeconds() - start)
+    }
+
+    /// The bytes the jobs write, and their tensors and bytes by storage dtype (safetensors
+    /// spelling), for the progress total and the summary.
+    static func tally(_ jobs: [DicoTensorJob]) -> (total: Int, tensorsByDType: [String: Int], bytesByDType: [String: Int]) {
+        var bytesByDType: [String: Int] = [:], tensorsByDType: [String: Int] = [:], total = 0
+        for o in jobs.flatMap(\.tensors) {
+            bytesByDType[o.dtype.safetensorsName, default: 0] += o.byteCount
+            tensorsByDType[o.dtype.safetensorsName, default: 0] += 1
+            total += o.byteCount
+        }
+        return (total, tensorsByDType, bytesByDType)
     }
 
     /// `paths` (as resolved by the ONNX reader) relative to the folder of `model`, as the model
@@ -322,6 +315,46 @@ final class NameList: @unchecked Sendable {
     private var names: [String] = []
     func add(_ n: String) { lock.locked { names.append(n) } }
     var sorted: [String] { lock.locked { names.sorted() } }
+}
+
+/// The SHA-256 of a model file and of its external data files, each computed on a background
+/// thread beside the conversion.
+final class SourceHashes: @unchecked Sendable {
+    let input: String, size: Int
+    let files: [(path: String, size: Int)]
+    private let main: SourceHasher
+    private let external: [SourceHasher]
+
+    /// Starts hashing `input` (`size` bytes, as mapped) and the `external` files.
+    init(input: String, size: Int, external files: [(path: String, size: Int)]) {
+        self.input = input
+        self.size = size
+        self.files = files
+        main = SourceHasher(path: input)
+        external = files.map { SourceHasher(path: $0.path) }
+        main.start()
+        external.forEach { $0.start() }
+    }
+
+    /// Waits for every hash: the model's digest and the external files', in order.
+    /// - Throws: `DicoError.io` when a file cannot be read or changed size while it was read.
+    func digests() throws -> (String, [String]) {
+        let (n, digest) = try main.finish()
+        guard n == size else { throw DicoError.io(input, "the file changed while it was converted") }
+        var digests: [String] = []
+        for (h, f) in zip(external, files) {
+            let (n, d) = try h.finish()
+            guard n == f.size else { throw DicoError.io(f.path, "the file changed while it was converted") }
+            digests.append(d)
+        }
+        return (digest, digests)
+    }
+
+    /// Waits for every hash, whatever its outcome (before returning after another error).
+    func wait() {
+        _ = try? main.finish()
+        for h in external { _ = try? h.finish() }
+    }
 }
 
 /// SHA-256 of a file computed on a background thread with pread (no mapping, so no resident

@@ -20,14 +20,8 @@ enum GenericONNXConversion {
         let onnx = model.onnx, input = onnx.path
         let policy = QuantPolicy(precision: options.precision, keep: options.keep)
         let decisions = GenericONNXPolicy.decide(onnx.graph, policy: policy)
-        let hasher = SourceHasher(path: input)
-        hasher.start()
-        let externalHashers = model.externalFiles.map { SourceHasher(path: $0.path) }
-        externalHashers.forEach { $0.start() }
-        defer {
-            _ = try? hasher.finish()
-            for h in externalHashers { _ = try? h.finish() }
-        }
+        let hashes = SourceHashes(input: input, size: model.sourceSize, external: model.externalFiles)
+        defer { hashes.wait() }
 
         // Table names: initializers keep theirs, tensor attributes get theirs, scales take
         // `<name>#scale` (more `#` while that is taken).
@@ -64,13 +58,7 @@ enum GenericONNXConversion {
             asStored += 1
             jobs.append(Converter.rawJob(name: a.name, source: a.tensor, file: input))
         }
-        let outputs = jobs.flatMap(\.tensors)
-        let total = outputs.reduce(0) { $0 + $1.byteCount }
-        var bytesByDType: [String: Int] = [:], tensorsByDType: [String: Int] = [:]
-        for o in outputs {
-            bytesByDType[o.dtype.safetensorsName, default: 0] += o.byteCount
-            tensorsByDType[o.dtype.safetensorsName, default: 0] += 1
-        }
+        let (total, tensorsByDType, bytesByDType) = Converter.tally(jobs)
 
         let parameters = onnx.graph.initializers.reduce(0) { $0 + $1.tensor.elementCount }
         let modelJSON: JSONValue = .object([("architecture", .string("onnx")), ("parameters", .integer(parameters))])
@@ -97,21 +85,14 @@ enum GenericONNXConversion {
 
         var drift: GenericONNXDrift?
         try DicoWriter.write(to: output, overwrite: options.overwrite, model: modelJSON, onnx: onnx,
-                             provenance: prov(zeros, externalHashers.map { _ in zeros }),
+                             provenance: prov(zeros, model.externalFiles.map { _ in zeros }),
                              jobs: jobs, threads: options.threads, progress: { progress?($0, total) },
                              finalProvenance: {
                                  let bad = nonFinite.sorted
                                  guard bad.isEmpty else {
                                      throw DicoError.invalid(input, "initializer\(bad.count == 1 ? "" : "s") \(bad.map { "'\($0)'" }.joined(separator: ", ")) \(bad.count == 1 ? "holds" : "hold") NaN or Inf, which int8 cannot quantize; keep \(bad.count == 1 ? "it" : "them") in float32 with --keep")
                                  }
-                                 let (size, digest) = try hasher.finish()
-                                 guard size == sourceSize else { throw DicoError.io(input, "the file changed while it was converted") }
-                                 var digests: [String] = []
-                                 for (h, f) in zip(externalHashers, model.externalFiles) {
-                                     let (n, d) = try h.finish()
-                                     guard n == f.size else { throw DicoError.io(f.path, "the file changed while it was converted") }
-                                     digests.append(d)
-                                 }
+                                 let (digest, digests) = try hashes.digests()
                                  return prov(digest, digests)
                              },
                              beforeCommit: { temporary in

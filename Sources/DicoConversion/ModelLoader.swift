@@ -46,7 +46,7 @@ public struct LoadedModel: @unchecked Sendable {
         if DicoFile.hasMagic(path) {
             let f = try DicoFile(path: path)
             guard f.onnxModel == nil else {
-                throw DicoError.invalid(path, "holds a generic ONNX graph (.dico \(f.major).\(f.minor), not a DiCo model): inspect and run take it; verify and DiCo conversion need a DiCo model")
+                throw DicoError.invalid(path, "holds a generic ONNX graph (.dico \(f.major).\(f.minor), not a DiCo model): inspect and run take it; verify, bench and DiCo conversion need a DiCo model")
             }
             return try fromDico(f)
         }
