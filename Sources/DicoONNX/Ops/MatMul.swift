@@ -31,7 +31,9 @@ func sgemm(transA: Bool = false, transB: Bool = false, m: Int32, n: Int32, k: In
            c: UnsafeMutablePointer<Float>, ldc: Int32) {
     let ta = transA ? CblasTrans : CblasNoTrans, tb = transB ? CblasTrans : CblasNoTrans
     let blocks = (Int(n) + sgemmColumnBlock - 1) / sgemmColumnBlock
-    if Int(m) * Int(n) * Int(k) < sgemmSplitWork || blocks < 2 || sgemmThreads < 2 {
+    // The split depends on the problem only: one thread runs the same blocks in turn (one
+    // cblas call over all columns may sum in another order than calls over column blocks).
+    if Int(m) * Int(n) * Int(k) < sgemmSplitWork || blocks < 2 {
         cblas_sgemm(CblasRowMajor, ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
         return
     }
