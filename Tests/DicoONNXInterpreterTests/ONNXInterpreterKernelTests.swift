@@ -37,6 +37,27 @@ final class ONNXInterpreterKernelTests: XCTestCase {
         XCTAssertLessThanOrEqual(relativeL2(y.floats!.map(Double.init), ref), 1e-6)
     }
 
+    /// `threads` changes who computes, never what: the split MatMul and Conv give the same bits
+    /// on 1, 2 and 3 workers (the column blocks depend on the problem only; one cblas call over
+    /// all columns would sum in another order).
+    func testThreadCountDoesNotChangeResults() throws {
+        let (m, k, n) = (64, 300, 600)
+        let a = values(m * k, seed: 4), b = values(k * n, seed: 5)
+        let mm = model([node("MatMul", ["a", "b"])], inputs: [floatInput("a"), floatInput("b")], outputs: ["y"])
+        let feeds = ["a": ONNXValue(shape: [m, k], floats: a)!, "b": ONNXValue(shape: [k, n], floats: b)!]
+        let x = values(2 * 32 * 24 * 24, seed: 6), w = values(64 * 32 * 9, seed: 7)
+        let conv = model([node("Conv", ["x", "w"], ["pads": .ints([1, 1, 1, 1])])], inputs: [floatInput("x"), floatInput("w")], outputs: ["y"])
+        let convFeeds = ["x": ONNXValue(shape: [2, 32, 24, 24], floats: x)!, "w": ONNXValue(shape: [64, 32, 3, 3], floats: w)!]
+        for (graph, inputs) in [(mm, feeds), (conv, convFeeds)] {
+            let one = try ONNXInterpreter(model: graph, threads: 1).run(inputs)["y"]!.floats!
+            for t in [2, 3] {
+                let other = try ONNXInterpreter(model: graph, threads: t).run(inputs)["y"]!.floats!
+                XCTAssertEqual(other.count, one.count)
+                XCTAssertEqual(zip(other, one).filter { $0.bitPattern != $1.bitPattern }.count, 0, "values differing, threads \(t) vs 1")
+            }
+        }
+    }
+
     /// Cast to bfloat16 (onnxruntime cannot hand bfloat16 to numpy, so no fixture case): round
     /// to nearest, ties to even (the first two values are ties, the third one ulp above a
     /// tie), kept as float32; a Cast back to float is then exact.
