@@ -18,6 +18,9 @@ Reads Fixtures/convnet.onnx (made by make_onnx_fixtures.py) and writes
   Fixtures/const_external.onnx, const_external.onnx.data
                       y = x + c, c a Constant node's [4] float32 tensor whose data lives in the
                       external file (no initializer at all): its file must still be hashed
+  Fixtures/reshape_batch2.onnx
+                      y = reshape(x @ W, [8]) for x [N, 4]: runs at N = 2 only, so the drift check
+                      (symbolic dimensions at 1) cannot run it, which is an error
   Fixtures/convnet_nan_weight.onnx
                       convnet.onnx with proj[0, 0] = NaN (int8 must refuse it, naming it; any
                       other precision's drift check sees a NaN output)
@@ -187,6 +190,19 @@ def main():
         f.write(m.SerializeToString())
     y = ort.InferenceSession(path, providers=["CPUExecutionProvider"]).run(None, {"x": np.ones((2, 4), np.float32)})[0]
     assert (y == np.ones((2, 4), np.float32) + np.array([1.5, -2.0, 0.25, 8.0], np.float32)).all(), y
+
+    w = numpy_helper.from_array(np.random.default_rng(9).standard_normal((4, 4)).astype(np.float32), "W")
+    shape = numpy_helper.from_array(np.array([8], np.int64), "shape")
+    graph = onnx.helper.make_graph(
+        [onnx.helper.make_node("MatMul", ["x", "W"], ["h"], name="mm"), onnx.helper.make_node("Reshape", ["h", "shape"], ["y"], name="reshape")],
+        "reshape_batch2", [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["N", 4])],
+        [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [8])], [w, shape])
+    m = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 17)], producer_name=MADE_BY)
+    m.ir_version = 8
+    path = os.path.join(HERE, "reshape_batch2.onnx")
+    with open(path, "wb") as f:
+        f.write(m.SerializeToString())
+    ort.InferenceSession(path, providers=["CPUExecutionProvider"]).run(None, {"x": np.ones((2, 4), np.float32)})
     return 0
 
 

@@ -143,6 +143,62 @@ final class GenericONNXTests: XCTestCase {
         XCTAssertEqual(F.member(F.member(q, "float32_reasons")!, "keep"), .integer(1))
     }
 
+    /// The int8 rule by consumer op on a graph made for it, each decision worked out by hand
+    /// from the table in Formats/DICO.md.
+    func testInt8DecisionsFollowTheReaders() throws {
+        func t(_ shape: [Int], _ dtype: DType = .f32) -> TensorData {
+            let n = shape.reduce(1, *)
+            return dtype == .i64 ? TensorData(shape: shape, int64s: [Int64](repeating: 1, count: n))
+                                 : TensorData(shape: shape, floats: [Float](repeating: 0.5, count: n))
+        }
+        let inits: [(String, TensorData)] = [
+            ("shared", t([4, 4])), ("left", t([4, 4])), ("gemmB", t([4, 6])), ("added", t([4, 4])), ("conv", t([4, 4, 3, 3])),
+            ("bias", t([4])), ("ints", t([2], .i64)), ("unused", t([4, 4])), ("asOutput", t([4, 4])), ("batched", t([2, 4, 4])),
+            ("gemmBT", t([6, 4])),
+        ]
+        func n(_ op: String, _ inputs: [String], _ out: String, _ attrs: [String: ONNXAttribute] = [:]) -> ONNXNode {
+            ONNXNode(name: out, opType: op, domain: "", inputs: inputs, outputs: [out], attributes: attrs)
+        }
+        let nodes = [
+            n("MatMul", ["x", "shared"], "a"), n("Gemm", ["x", "shared"], "b", ["transB": .int(1)]),
+            n("MatMul", ["left", "x"], "c"), n("Gemm", ["x", "gemmB"], "d"), n("Gemm", ["x", "gemmBT"], "d2", ["transB": .int(1)]),
+            n("Add", ["x", "added"], "e"), n("MatMul", ["x", "added"], "e2"),
+            n("Conv", ["img", "conv", "bias"], "f"), n("Reshape", ["x", "ints"], "g"), n("MatMul", ["x", "batched"], "h"),
+        ]
+        let graph = ONNXGraph(name: "g", nodes: nodes, initializers: inits.map { ONNXInitializer(name: $0.0, tensor: $0.1) },
+                              inputs: [], outputs: [ONNXValueInfo(name: "asOutput", elementType: .f32, shape: nil)])
+        let d = GenericONNXPolicy.decide(graph, policy: QuantPolicy(precision: .int8))
+        XCTAssertEqual(d["shared"], .float32(.axisConflict), "MatMul wants axis 1, Gemm with transB axis 0")
+        XCTAssertEqual(d["left"], .int8(axis: 0), "MatMul's A: the output rows")
+        XCTAssertEqual(d["gemmB"], .int8(axis: 1), "Gemm's B without transB: [K, N]")
+        XCTAssertEqual(d["gemmBT"], .int8(axis: 0), "Gemm's B with transB: [N, K]")
+        XCTAssertEqual(d["added"], .float32(.notAWeight), "also read by Add")
+        XCTAssertEqual(d["conv"], .int8(axis: 0))
+        XCTAssertEqual(d["bias"], .float32(.notAWeight))
+        XCTAssertEqual(d["ints"], .asStored)
+        XCTAssertEqual(d["unused"], .float32(.notAWeight))
+        XCTAssertEqual(d["asOutput"], .float32(.notAWeight))
+        XCTAssertEqual(d["batched"], .float32(.notAWeight), "MatMul takes rank-2 weights only")
+        let half = GenericONNXPolicy.decide(graph, policy: QuantPolicy(precision: .fp16, keep: [try NamePattern("gemm*")]))
+        XCTAssertEqual(half["added"], .f16)
+        XCTAssertEqual(half["gemmB"], .float32(.keep))
+        XCTAssertEqual(half["ints"], .asStored)
+    }
+
+    /// A graph the interpreter cannot run on the seeded input (its Reshape needs batch 2, the
+    /// drift input has batch 1) cannot be measured: int8 is an error naming the node and
+    /// nothing is written; fp32, which needs no measurement, converts.
+    func testDriftCheckThatCannotRunIsAnError() throws {
+        let model = "\(Self.fixtures)/reshape_batch2.onnx"
+        XCTAssertThrowsError(try convert(.int8, input: model)) { e in
+            XCTAssertEqual((e as? DicoError)?.kind, .invalidInput)
+            XCTAssertTrue("\(e)".contains("cannot measure the int8 drift: the original graph does not run on the seeded input")
+                          && "\(e)".contains("node 'reshape' (Reshape)"), "\(e)")
+        }
+        XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: dir), [])
+        XCTAssertNil(try convert(.fp32, input: model).summary.drift)
+    }
+
     // MARK: - fp32 round trip
 
     /// The fp32 file reads back as the ONNX file's graph: opsets, inputs, outputs, nodes with
