@@ -124,6 +124,10 @@ struct GenericONNXReport {
     }
     var bytesByDType: [(String, Int)] { model.bytesByDType.sorted { $0.key < $1.key } }
     var tensorsByDType: [(String, Int)] { model.tensorsByDType.sorted { $0.key < $1.key } }
+    /// The graph's initializers by storage dtype (a quantized one counts as I8).
+    var initializersByDType: [(String, Int)] {
+        Dictionary(graph.initializers.map { ($0.tensor.dtype.safetensorsName, 1) }, uniquingKeysWith: +).sorted { $0.key < $1.key }
+    }
 
     static func describe(_ v: ONNXValueInfo) -> String {
         let dims = v.shape.map { "[" + $0.map { d -> String in
@@ -145,6 +149,7 @@ struct GenericONNXReport {
             "inputs:      " + graph.inputs.map(Self.describe).joined(separator: ", "),
             "outputs:     " + graph.outputs.map(Self.describe).joined(separator: ", "),
             "tensors:     \(model.tensorCount) (" + tensorsByDType.map { "\($0.0) \($0.1)" }.joined(separator: ", ") + ")",
+            "initializers: \(graph.initializers.count) (" + initializersByDType.map { "\($0.0) \($0.1)" }.joined(separator: ", ") + ")",
             "bytes:       " + bytesByDType.map { "\($0.0) \(grouped($0.1))" }.joined(separator: ", "),
             "nodes:       \(graph.nodes.count) (" + opCounts.map { "\($0.0) \($0.1)" }.joined(separator: ", ") + ")",
         ]
@@ -163,6 +168,7 @@ struct GenericONNXReport {
             ("outputs", .array(graph.outputs.map { .string(Self.describe($0)) })),
             ("tensors", .integer(model.tensorCount)),
             ("tensors_by_dtype", .object(tensorsByDType.map { ($0.0, .integer($0.1)) })),
+            ("initializers_by_dtype", .object(initializersByDType.map { ($0.0, .integer($0.1)) })),
             ("bytes_by_dtype", .object(bytesByDType.map { ($0.0, .integer($0.1)) })),
             ("nodes", .integer(graph.nodes.count)),
             ("ops", .object(opCounts.map { ($0.0, .integer($0.1)) })),

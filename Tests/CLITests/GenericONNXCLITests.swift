@@ -27,7 +27,7 @@ final class GenericONNXCLITests: CLITestCase {
 
         let text = try dicoConvert(["inspect", out])
         XCTAssertEqual(text.status, 0, text.stderr)
-        for phrase in ["format:      dico", "model:       not DiCo", "tensors:     11 (F32 7, I8 4)",
+        for phrase in ["format:      dico", "model:       not DiCo", "tensors:     11 (F32 7, I8 4)", "initializers: 7 (F32 3, I8 4)",
                        "nodes:       8 (Conv 2, Flatten 1, Gemm 1, GlobalAveragePool 1, MatMul 1, Relu 2)",
                        "note:        not a DiCo export"] {
             XCTAssertTrue(text.stdout.contains(phrase), "'\(phrase)' not in:\n\(text.stdout)")
@@ -38,6 +38,7 @@ final class GenericONNXCLITests: CLITestCase {
         let members = Dictionary(root.map { ($0.key, $0.value) }, uniquingKeysWith: { a, _ in a })
         XCTAssertEqual(members["format"], .string("dico"))
         XCTAssertEqual(members["tensors_by_dtype"], .object([("F32", .integer(7)), ("I8", .integer(4))]))
+        XCTAssertEqual(members["initializers_by_dtype"], .object([("F32", .integer(3)), ("I8", .integer(4))]))
         XCTAssertEqual(members["ops"]?.objectMembers?.first { $0.key == "MatMul" }?.value, .integer(1))
         XCTAssertNotNil(members["provenance"])
 
