@@ -40,9 +40,10 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 from onnx import numpy_helper
-from safetensors.numpy import save_file
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+from make_onnx_op_cases import save_sorted  # noqa: E402  (the same sorted-metadata writer)
 MADE_BY = "Fixtures/make_generic_fixtures.py"
 
 
@@ -118,21 +119,6 @@ def run_with(model, replace, x):
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     s = ort.InferenceSession(m.SerializeToString(), opts, providers=["CPUExecutionProvider"])
     return s.run(None, {"x": x})[0].astype(np.float32)
-
-
-def save_sorted(tensors, path, metadata):
-    """safetensors.numpy.save_file with the __metadata__ keys in sorted order (save_file
-    writes them in hash order; the header keeps its length), so runs are byte-identical."""
-    save_file(tensors, path, metadata=metadata)
-    with open(path, "r+b") as f:
-        n = int.from_bytes(f.read(8), "little")
-        raw = f.read(n)
-        hdr = json.loads(raw)
-        hdr["__metadata__"] = dict(sorted(hdr["__metadata__"].items()))
-        new = json.dumps(hdr, separators=(",", ":")).encode()
-        if len(new) <= n and json.loads(new) == json.loads(raw):
-            f.seek(8)
-            f.write(new + b" " * (n - len(new)))
 
 
 def main():

@@ -299,15 +299,11 @@ def build():
     case("matmul_2d_1d", "MatMul", [("a", randn(2, 3, 4)), ("b", randn(4))], check="l2")
 
 
-def main():
-    build()
-    names = [c["name"] for c in cases]
-    assert len(set(names)) == len(names), "case names repeat"
-    meta = {"cases": json.dumps(cases, sort_keys=True), "made_by": MADE_BY,
-            "onnxruntime": ort.__version__, "onnx": onnx.__version__}
-    save_file(dict(sorted(tensors.items())), OUT, metadata=meta)
-    # Sorted metadata keys in the header (same reason as make_fixtures.save_st).
-    with open(OUT, "r+b") as f:
+def save_sorted(tensors, path, metadata):
+    """safetensors.numpy.save_file with the __metadata__ keys in sorted order (same reason as
+    make_fixtures.save_st: save_file writes them in hash order; the header keeps its length)."""
+    save_file(tensors, path, metadata=metadata)
+    with open(path, "r+b") as f:
         n = int.from_bytes(f.read(8), "little")
         raw = f.read(n)
         hdr = json.loads(raw)
@@ -316,6 +312,15 @@ def main():
         if len(new) <= n and json.loads(new) == json.loads(raw):
             f.seek(8)
             f.write(new + b" " * (n - len(new)))
+
+
+def main():
+    build()
+    names = [c["name"] for c in cases]
+    assert len(set(names)) == len(names), "case names repeat"
+    meta = {"cases": json.dumps(cases, sort_keys=True), "made_by": MADE_BY,
+            "onnxruntime": ort.__version__, "onnx": onnx.__version__}
+    save_sorted(dict(sorted(tensors.items())), OUT, meta)
     size = os.path.getsize(OUT)
     print(f"{OUT}: {len(cases)} cases, {len(tensors)} tensors, {size:,} bytes")
     assert size < 300_000, size
