@@ -42,7 +42,9 @@ public struct LoadedModel: @unchecked Sendable {
     ///   the file and what is wrong.
     /// - Parameter checkValues: scan safetensors weights for NaN and Inf (conversion turns
     ///   this off and checks while it streams, to read the input once).
-    public static func open(_ path: String, checkValues: Bool = true) throws -> LoadedModel {
+    /// - Parameter prove: for an ONNX export of DiCo, prove that the graph computes the DiCo
+    ///   forward pass (`ONNXCanonicalizer`); only a quick look (`inspect`) skips it.
+    public static func open(_ path: String, checkValues: Bool = true, prove: Bool = true) throws -> LoadedModel {
         if DicoFile.hasMagic(path) {
             let f = try DicoFile(path: path)
             guard f.onnxModel == nil else {
@@ -50,7 +52,7 @@ public struct LoadedModel: @unchecked Sendable {
             }
             return try fromDico(f)
         }
-        if isONNX(path) { return try openONNX(path, checkValues: checkValues) }
+        if isONNX(path) { return try openONNX(path, checkValues: checkValues, prove: prove) }
         let m = try DiCoModelFile.load(path, checkValues: checkValues)
         var bytes: [String: Int] = [:]
         for t in m.file.tensors { bytes[t.dtype.safetensorsName, default: 0] += t.byteCount }
@@ -87,10 +89,10 @@ extension LoadedModel {
     /// Opens an ONNX export of DiCo: parse (protobuf-c), then canonicalize (recognize the
     /// state-dict initializers, build the canonical graph, prove it computes what the ONNX graph
     /// computes). See `ONNXCanonicalizer`.
-    static func openONNX(_ path: String, checkValues: Bool) throws -> LoadedModel {
+    static func openONNX(_ path: String, checkValues: Bool, prove: Bool) throws -> LoadedModel {
         let onnx = try ONNXModel.load(path: path)
         do {
-            return try fromONNX(onnx, checkValues: checkValues)
+            return try fromONNX(onnx, checkValues: checkValues, prove: prove)
         } catch let e as ONNXCanonicalizer.NotDiCo {
             throw DicoError.invalid(path, "ONNX model is not a DiCo export: \(e.reason)")
         }
@@ -108,7 +110,10 @@ extension LoadedModel {
     /// - Parameter checkValues: as for `open` (the DiCo case only: a generic graph's values are
     ///   not checked; NaN and Inf are legitimate in ONNX constants, attention masks say).
     /// - Throws: as `open`.
-    public static func openAny(_ path: String, checkValues: Bool = true) throws -> AnyModel {
+    /// - Parameter prove: as for `open`. Without the proof, an export whose initializers are a
+    ///   DiCo state dict opens as DiCo even if its graph computes something else (the model's
+    ///   notes say it is not proven).
+    public static func openAny(_ path: String, checkValues: Bool = true, prove: Bool = true) throws -> AnyModel {
         if DicoFile.hasMagic(path) {
             let f = try DicoFile(path: path)
             guard let onnx = f.onnxModel else { return .dico(try fromDico(f)) }
@@ -117,7 +122,7 @@ extension LoadedModel {
         guard isONNX(path) else { return .dico(try open(path, checkValues: checkValues)) }
         let onnx = try ONNXModel.load(path: path)
         do {
-            return .dico(try fromONNX(onnx, checkValues: checkValues))
+            return .dico(try fromONNX(onnx, checkValues: checkValues, prove: prove))
         } catch let e as ONNXCanonicalizer.NotDiCo {
             return .genericONNX(try GenericONNXModel(onnx: onnx, whyNotDiCo: e.reason))
         }
@@ -125,9 +130,9 @@ extension LoadedModel {
 
     /// Canonicalizes a parsed ONNX model as DiCo.
     /// - Throws: `ONNXCanonicalizer.NotDiCo`, or `DicoError` for invalid DiCo weights.
-    static func fromONNX(_ onnx: ONNXModel, checkValues: Bool) throws -> LoadedModel {
+    static func fromONNX(_ onnx: ONNXModel, checkValues: Bool, prove: Bool = true) throws -> LoadedModel {
         let path = onnx.path
-        let canonical = try ONNXCanonicalizer.canonicalize(onnx, checkValues: checkValues)
+        let canonical = try ONNXCanonicalizer.canonicalize(onnx, checkValues: checkValues, prove: prove)
         var bytes: [String: Int] = [:]
         for i in onnx.graph.initializers { bytes[i.tensor.dtype.safetensorsName, default: 0] += i.tensor.byteCount }
         let size = try fileSize(path)

@@ -25,7 +25,10 @@ import DicoRuntime
 ///    generic ONNX graph instead, with a note saying why.
 ///
 /// The proof runs at a small latent (8x8, or the export's static size) on two samples, so it
-/// costs a fraction of one forward pass at 32x32.
+/// costs a fraction of one forward pass at 32x32 when the export leaves H and W dynamic, and two
+/// forward passes (one per runtime) at the export's size when it fixes them. `inspect` may skip
+/// it (`prove: false`): the result then says the equality is not proven; conversion and `run`
+/// always prove.
 public enum ONNXCanonicalizer {
     /// Relative L2 bound of the proof. fp32 evaluation of the same function in two op orders
     /// differs by about 1e-6 on DiCo (float rounding, GELU approximations within 1.1e-6); a
@@ -38,8 +41,8 @@ public enum ONNXCanonicalizer {
         public let graph: Graph
         /// The names of the ONNX graph inputs bound to the canonical inputs x, t, y.
         public let inputNames: [String]
-        /// Relative L2 difference measured by the proof.
-        public let proofDifference: Double
+        /// Relative L2 difference measured by the proof; nil when the proof was skipped.
+        public let proofDifference: Double?
         public let notes: [String]
     }
 
@@ -55,8 +58,10 @@ extension ONNXCanonicalizer {
     /// - Throws: `NotDiCo` when the model is not a DiCo export (the reason says what is
     ///   missing or what differs: a DiCo-named tensor missing or of the wrong shape or dtype
     ///   included); `DicoError` for a DiCo export whose weights hold NaN or Inf, naming the tensor.
+    /// - Parameter prove: run the differential proof (skipped only for a quick look: the
+    ///   canonical graph is then what the weights' names say, not shown to be what the file computes).
     public static func canonicalize(_ model: ONNXModel, threads: Int = Executor.defaultThreads,
-                                    checkValues: Bool = true) throws -> Canonical {
+                                    checkValues: Bool = true, prove: Bool = true) throws -> Canonical {
         let path = model.path
         let inits = model.graph.initializers
         var shapes: [String: [Int]] = [:]
@@ -80,21 +85,28 @@ extension ONNXCanonicalizer {
         if checkValues { _ = try DiCoRecognizer.recognize(named, file: path, checkValues: true) }
         let graph = try DiCoGraphBuilder.build(weights)
         let binding = try bindInputs(model, config: config)
-        let diff = try prove(model, canonical: graph, config: config, binding: binding, threads: threads)
-        // The proof read every weight through the mappings; give those pages back, so that
-        // conversion streams from here as it does from safetensors.
-        var released = Set<ObjectIdentifier>()
-        for i in inits {
-            if case .mapped(let file, _) = i.tensor.storage, released.insert(ObjectIdentifier(file)).inserted {
-                file.release(offset: 0, count: file.size)
+        let head = "ONNX \(model.producerName) \(model.producerVersion) export, opset \(model.defaultOpset ?? 0), \(model.graph.nodes.count) nodes"
+        let extra = inits.count - named.count
+        let constants = extra > 0 ? ["\(extra) exporter constant\(extra == 1 ? "" : "s") (shapes, axes) not needed by the canonical graph"] : []
+        // The proof (and the value check) read every weight through the mappings; give those
+        // pages back, so that conversion streams from here as it does from safetensors.
+        defer {
+            var released = Set<ObjectIdentifier>()
+            for i in inits {
+                if case .mapped(let file, _) = i.tensor.storage, released.insert(ObjectIdentifier(file)).inserted {
+                    file.release(offset: 0, count: file.size)
+                }
             }
         }
+        guard prove else {
+            let note = "\(head): recognized as DiCo by its state-dict initializers; not proven to compute the DiCo forward pass (conversion and run prove it; inspect --prove does here)"
+            return Canonical(weights: weights, graph: graph, inputNames: binding.names, proofDifference: nil, notes: [note] + constants)
+        }
+        let diff = try Self.prove(model, canonical: graph, config: config, binding: binding, threads: threads)
         guard diff <= proofTolerance else {
             throw NotDiCo(reason: "its initializers are a DiCo state dict, but the graph computes something else: relative L2 difference \(formatted(diff)) from the DiCo forward pass on probe inputs (bound \(proofTolerance))")
         }
-        var notes = ["ONNX \(model.producerName) \(model.producerVersion) export, opset \(model.defaultOpset ?? 0), \(model.graph.nodes.count) nodes: canonicalized as DiCo (probe relative L2 \(formatted(diff)))"]
-        let extra = inits.count - named.count
-        if extra > 0 { notes.append("\(extra) exporter constant\(extra == 1 ? "" : "s") (shapes, axes) not needed by the canonical graph") }
+        let notes = ["\(head): canonicalized as DiCo (probe relative L2 \(formatted(diff)))"] + constants
         return Canonical(weights: weights, graph: graph, inputNames: binding.names, proofDifference: diff, notes: notes)
     }
 

@@ -18,8 +18,13 @@ struct Inspect: ParsableCommand {
     @Flag(help: "Print the IR text dump of the imported graph.")
     var ir = false
 
+    // The proof costs two forward passes at the export's latent size (13 s for DiCo-XL at 32x32),
+    // far more than the look inspect is for; conversion and run always prove.
+    @Flag(help: "For an ONNX export of DiCo, prove that its graph computes the DiCo forward pass (as convert and run do) instead of recognizing it by its weights only.")
+    var prove = false
+
     func run() throws {
-        let opened = try LoadedModel.openAny(file)
+        let opened = try LoadedModel.openAny(file, prove: prove)
         guard case .dico(let model) = opened else {
             if case .genericONNX(let g) = opened {
                 if ir { throw DicoError(.usage, "\(file): --ir shows the DiCo IR; this ONNX graph is not DiCo (\(g.whyNotDiCo))") }

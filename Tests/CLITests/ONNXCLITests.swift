@@ -25,6 +25,18 @@ final class ONNXCLITests: CLITestCase {
         XCTAssertLessThan(relativeL2(got, want), 2.5e-2)
     }
 
+    /// `inspect` recognizes an export by its weights and says the equality is not proven;
+    /// `inspect --prove` runs the proof that conversion runs and prints its measured difference.
+    func testInspectProvesOnlyWhenAsked() throws {
+        let quick = try dicoConvert(["inspect", fixture("tiny_opset17.onnx")])
+        XCTAssertEqual(quick.status, 0, quick.stderr)
+        XCTAssertTrue(quick.stdout.contains("not proven to compute the DiCo forward pass"), quick.stdout)
+        let proven = try dicoConvert(["inspect", fixture("tiny_opset17.onnx"), "--prove"])
+        XCTAssertEqual(proven.status, 0, proven.stderr)
+        XCTAssertTrue(proven.stdout.contains("canonicalized as DiCo (probe relative L2"), proven.stdout)
+        XCTAssertFalse(proven.stdout.contains("not proven"), proven.stdout)
+    }
+
     /// A model that is not DiCo still imports and runs, as written, in the ONNX interpreter:
     /// `inspect` says what it is and why DiCo does not apply; `run` feeds the graph inputs by name
     /// and matches PyTorch within 1e-5 relative L2 (the suite's fp32 bound; the interpreter's
