@@ -82,8 +82,8 @@ extension LoadedModel {
     /// a safetensors header.
     static func isONNX(_ path: String) -> Bool {
         if path.lowercased().hasSuffix(".onnx") { return true }
-        guard let f = try? MappedFile(path: path), f.size >= 9, let b = f.base else { return false }
-        return b.load(as: UInt8.self) == 0x08 && b.load(fromByteOffset: 8, as: UInt8.self) != UInt8(ascii: "{")
+        guard let b = MappedFile.prefix(of: path, count: 9), b.count == 9 else { return false }
+        return b[0] == 0x08 && b[8] != UInt8(ascii: "{")
     }
 
     /// Opens an ONNX export of DiCo: parse (protobuf-c), then canonicalize (recognize the

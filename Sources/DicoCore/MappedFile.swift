@@ -49,6 +49,26 @@ public final class MappedFile: @unchecked Sendable {
         _ = madvise(UnsafeMutableRawPointer(mutating: base + start), end - start, MADV_DONTNEED)
     }
 
+    /// The first `count` bytes of the regular file at `path` (fewer when the file is shorter),
+    /// or nil when it cannot be opened or is not a regular file: for sniffing a format by its
+    /// first bytes without mapping the file.
+    public static func prefix(of path: String, count: Int) -> [UInt8]? {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { return nil }
+        defer { close(fd) }
+        var st = stat()
+        guard fstat(fd, &st) == 0, (st.st_mode & S_IFMT) == S_IFREG else { return nil }
+        var buffer = [UInt8](repeating: 0, count: count)
+        var filled = 0
+        while filled < count {
+            let n = buffer.withUnsafeMutableBytes { pread(fd, $0.baseAddress! + filled, count - filled, off_t(filled)) }
+            if n < 0 && errno == EINTR { continue }
+            guard n > 0 else { break }
+            filled += n
+        }
+        return Array(buffer[..<filled])
+    }
+
     /// The bytes `[offset, offset + count)`; the caller has checked the range.
     public func bytes(offset: Int, count: Int) -> UnsafeRawBufferPointer {
         precondition(offset >= 0 && count >= 0 && offset <= size - count, "range checked by the caller")

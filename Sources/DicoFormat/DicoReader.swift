@@ -38,8 +38,7 @@ public final class DicoFile: @unchecked Sendable {
 
     /// Whether `path` starts with the `.dico` magic (used to pick a reader).
     public static func hasMagic(_ path: String) -> Bool {
-        guard let f = try? MappedFile(path: path), f.size >= 8 else { return false }
-        return Array(f.bytes(offset: 0, count: 8)) == DicoFormatInfo.magic
+        MappedFile.prefix(of: path, count: 8) == DicoFormatInfo.magic
     }
 
     /// Opens and validates `path`: prefix, version, lengths, header checksum, tensor table,
