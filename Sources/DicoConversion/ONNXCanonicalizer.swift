@@ -129,6 +129,12 @@ extension ONNXCanonicalizer {
         guard ins.count == 3 else {
             throw NotDiCo(reason: "DiCo takes three inputs (x, t, y); the graph has \(ins.count): \(ins.map(\.name))")
         }
+        // The canonical graph has DiCo's one output; a graph with more (an intermediate exported
+        // for debugging, a split of the prediction) would lose them, so it imports as written.
+        let outs = model.graph.outputs
+        guard outs.count == 1 else {
+            throw NotDiCo(reason: "DiCo has one output; the graph has \(outs.count): \(outs.map(\.name))")
+        }
         func dims(_ v: ONNXValueInfo) -> [Int?]? {
             v.shape.map { $0.map { if case .value(let n) = $0, n > 0, n <= 1 << 16 { return Int(n) } else { return nil } } }
         }

@@ -151,6 +151,20 @@ final class CanonicalizationTests: XCTestCase {
         }
     }
 
+    /// A second graph output (here the first node's output, exported for debugging) would be
+    /// lost in the canonical graph's single output, so such a graph is not taken as DiCo.
+    func testExtraOutputIsNotDiCo() throws {
+        let m = try ONNXModel.load(path: "\(Self.fixtures)/tiny_opset17.onnx")
+        var g = m.graph
+        g.outputs.append(ONNXValueInfo(name: g.nodes[0].outputs[0], elementType: nil, shape: nil))
+        let modified = ONNXModel(path: m.path, irVersion: m.irVersion, opsetImports: m.opsetImports, producerName: m.producerName,
+                                 producerVersion: m.producerVersion, graph: g)
+        XCTAssertThrowsError(try ONNXCanonicalizer.canonicalize(modified, threads: 2)) { e in
+            guard let e = e as? ONNXCanonicalizer.NotDiCo else { return XCTFail("\(e)") }
+            XCTAssertTrue(e.reason.contains("DiCo has one output; the graph has 2"), e.reason)
+        }
+    }
+
     func testNonDiCoModelIsNamedAsSuch() throws {
         XCTAssertThrowsError(try LoadedModel.open("\(Self.fixtures)/convnet.onnx")) { e in
             guard let e = e as? DicoError else { return XCTFail("\(e)") }
