@@ -46,21 +46,24 @@ let package = Package(
             "DicoCore", "DicoSafetensors", "DicoIR", "DicoModel", "DicoRuntime", "DicoFormat", "DicoQuant", "DicoConversion", "DicoPasses", "DicoVerify",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
+        // Shared by the test targets: fixtures folder, temporary directories, error assertion,
+        // relative L2. A library in Tests/ (test targets cannot depend on each other).
+        .target(name: "DicoTestSupport", dependencies: ["DicoCore"], path: "Tests/DicoTestSupport"),
         .testTarget(name: "DicoCoreTests", dependencies: ["DicoCore"]),
-        .testTarget(name: "DicoSafetensorsTests", dependencies: ["DicoSafetensors", "DicoCore"]),
+        .testTarget(name: "DicoSafetensorsTests", dependencies: ["DicoTestSupport", "DicoSafetensors", "DicoCore"]),
         .testTarget(name: "DicoIRTests", dependencies: ["DicoIR", "DicoCore"]),
         .testTarget(name: "DicoModelTests", dependencies: ["DicoModel", "DicoIR", "DicoSafetensors", "DicoCore"]),
-        .testTarget(name: "DicoRuntimeTests", dependencies: ["DicoRuntime", "DicoModel", "DicoIR", "DicoSafetensors", "DicoCore"]),
+        .testTarget(name: "DicoRuntimeTests", dependencies: ["DicoTestSupport", "DicoRuntime", "DicoModel", "DicoIR", "DicoSafetensors", "DicoCore"]),
         .testTarget(name: "DicoPassesTests", dependencies: ["DicoPasses", "DicoRuntime", "DicoModel", "DicoQuant", "DicoIR", "DicoCore"]),
         .testTarget(name: "DicoQuantTests", dependencies: ["DicoQuant", "DicoCore"]),
-        .testTarget(name: "DicoFormatTests", dependencies: ["DicoFormat", "DicoONNX", "DicoConversion", "DicoPasses", "DicoSafetensors", "DicoModel", "DicoRuntime", "DicoIR", "DicoCore", "DicoQuant"]),
+        .testTarget(name: "DicoFormatTests", dependencies: ["DicoTestSupport", "DicoFormat", "DicoONNX", "DicoConversion", "DicoPasses", "DicoSafetensors", "DicoModel", "DicoRuntime", "DicoIR", "DicoCore", "DicoQuant"]),
         // Imports CONNXProto only to build malformed models in memory (no Python needed).
-        .testTarget(name: "DicoONNXTests", dependencies: ["DicoONNX", "DicoCore", "DicoSafetensors", "CONNXProto", "CProtobufC"]),
-        .testTarget(name: "ONNXImportTests", dependencies: ["DicoConversion", "DicoVerify", "DicoONNX", "DicoModel", "DicoRuntime", "DicoIR", "DicoSafetensors", "DicoCore"]),
+        .testTarget(name: "DicoONNXTests", dependencies: ["DicoTestSupport", "DicoONNX", "DicoCore", "DicoSafetensors", "CONNXProto", "CProtobufC"]),
+        .testTarget(name: "ONNXImportTests", dependencies: ["DicoTestSupport", "DicoConversion", "DicoVerify", "DicoONNX", "DicoModel", "DicoRuntime", "DicoIR", "DicoSafetensors", "DicoCore"]),
         .testTarget(name: "DicoONNXInterpreterTests", dependencies: ["DicoONNX", "DicoRuntime", "DicoModel", "DicoSafetensors", "DicoCore"]),
-        .testTarget(name: "DicoVerifyTests", dependencies: ["DicoVerify", "DicoConversion", "DicoRuntime", "DicoModel", "DicoSafetensors", "DicoCore"]),
+        .testTarget(name: "DicoVerifyTests", dependencies: ["DicoTestSupport", "DicoVerify", "DicoConversion", "DicoRuntime", "DicoModel", "DicoSafetensors", "DicoCore"]),
         // DicoFormat for its CRC-32 only (to damage files consistently); the tool runs as a real process.
-        .testTarget(name: "CLITests", dependencies: ["DicoSafetensors", "DicoCore", "DicoFormat"]),
+        .testTarget(name: "CLITests", dependencies: ["DicoTestSupport", "DicoSafetensors", "DicoCore", "DicoFormat"]),
     ],
     swiftLanguageModes: [.v5]
 )

@@ -1,3 +1,4 @@
+import DicoTestSupport
 import DicoCore
 import DicoSafetensors
 import Foundation
@@ -77,27 +78,6 @@ func dicoConvertConcurrently(_ argLists: [[String]], in directory: String? = nil
     }
 }
 
-/// A fresh temporary directory, removed by `remove()`.
-final class TempDir {
-    let path: String
-
-    init() throws {
-        let base = FileManager.default.temporaryDirectory.appendingPathComponent("dico-cli-\(getpid())-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: base, withIntermediateDirectories: false)
-        path = base.path
-    }
-
-    func file(_ name: String) -> String { "\(path)/\(name)" }
-
-    /// Creates and returns the subdirectory `name`.
-    func subdirectory(_ name: String) throws -> String {
-        try FileManager.default.createDirectory(atPath: file(name), withIntermediateDirectories: false)
-        return file(name)
-    }
-
-    func remove() { try? FileManager.default.removeItem(atPath: path) }
-}
-
 /// Directory entries, hidden ones included, sorted.
 func entries(_ dir: String) -> [String] {
     ((try? FileManager.default.contentsOfDirectory(atPath: dir)) ?? []).sorted()
@@ -118,18 +98,6 @@ func f32Copy(_ t: TensorData, edit: (inout [Float]) -> Void = { _ in }) -> Tenso
     var v = t.floats()
     edit(&v)
     return TensorData(shape: t.shape, floats: v)
-}
-
-/// ||a - b|| / ||b|| in Double.
-func relativeL2(_ a: [Float], _ b: [Float]) -> Double {
-    precondition(a.count == b.count)
-    var num = 0.0, den = 0.0
-    for i in a.indices {
-        let d = Double(a[i]) - Double(b[i])
-        num += d * d
-        den += Double(b[i]) * Double(b[i])
-    }
-    return (num / den).squareRoot()
 }
 
 /// A test case with a fresh temporary directory and an empty `out` subdirectory where the

@@ -1,3 +1,4 @@
+import DicoTestSupport
 import DicoCore
 import DicoSafetensors
 import Foundation

@@ -1,3 +1,4 @@
+import DicoTestSupport
 import DicoConversion
 import DicoCore
 import DicoFormat
@@ -14,8 +15,7 @@ import XCTest
 /// this test target.
 enum ConversionSupport {
     /// The repository's Fixtures/ folder.
-    static let fixtures = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
-        .deletingLastPathComponent().appendingPathComponent("Fixtures").path
+    static let fixtures = fixturesDirectory
     static let tiny = "\(fixtures)/tiny.safetensors"
     static let refA = "\(fixtures)/tiny_ref_a.safetensors"
     static let refB = "\(fixtures)/tiny_ref_b.safetensors"
@@ -23,27 +23,12 @@ enum ConversionSupport {
     static let tinyParameters = 677_576
 
     /// A fresh temporary directory.
-    static func makeTempDir() throws -> String {
-        let p = FileManager.default.temporaryDirectory.appendingPathComponent("dico-conv-\(getpid())-\(UUID().uuidString)").path
-        try FileManager.default.createDirectory(atPath: p, withIntermediateDirectories: false)
-        return p
-    }
+    static func makeTempDir() throws -> String { try TempDir(prefix: "dico-conv").path }
 
     static func entries(_ dir: String) -> [String] {
         ((try? FileManager.default.contentsOfDirectory(atPath: dir)) ?? []).sorted()
     }
 
-    /// ||a - b|| / ||b|| in Double.
-    static func relativeL2(_ a: [Float], _ b: [Double]) -> Double {
-        precondition(a.count == b.count)
-        var num = 0.0, den = 0.0
-        for i in a.indices {
-            let d = Double(a[i]) - b[i]
-            num += d * d
-            den += b[i] * b[i]
-        }
-        return (num / den).squareRoot()
-    }
 
     /// x, t and y of a reference file, and its float64 reference output.
     static func reference(_ path: String) throws -> (inputs: [String: HostTensor], out64: [Double], shape: [Int]) {
@@ -167,8 +152,8 @@ final class ConversionTests: XCTestCase {
         let fromDico = try S.run(file.graph, ref.inputs)
         XCTAssertEqual(fromDico.shape, ref.shape)
         XCTAssertEqual(fromDico, try S.run(optimized, ref.inputs), "the .dico runs bit-identically to the optimized graph in memory")
-        XCTAssertLessThanOrEqual(S.relativeL2(fromDico.floats!, fromSafetensors.floats!.map(Double.init)), Self.passesTolerance)
-        XCTAssertLessThanOrEqual(S.relativeL2(fromDico.floats!, ref.out64), Self.fp32Tolerance)
+        XCTAssertLessThanOrEqual(relativeL2(fromDico.floats!, fromSafetensors.floats!.map(Double.init)), Self.passesTolerance)
+        XCTAssertLessThanOrEqual(relativeL2(fromDico.floats!, ref.out64), Self.fp32Tolerance)
 
         // The same through LoadedModel (what the CLI uses).
         let loaded = try LoadedModel.open(out)
@@ -192,7 +177,7 @@ final class ConversionTests: XCTestCase {
             let got = try S.run(try DicoFile(path: out).graph, ref.inputs)
             XCTAssertEqual(got.shape, ref.shape)
             XCTAssertTrue(got.floats!.allSatisfy(\.isFinite), "\(p)")
-            errors[p] = S.relativeL2(got.floats!, ref.out64)
+            errors[p] = relativeL2(got.floats!, ref.out64)
         }
         print("relative L2 vs out_f64 on tiny_ref_a: " + Precision.allCases.map { "\($0.rawValue) \(errors[$0]!)" }.joined(separator: ", "))
         XCTAssertLessThanOrEqual(errors[.fp32]!, Self.fp32Tolerance, "fp32")
@@ -220,7 +205,7 @@ final class ConversionTests: XCTestCase {
                 precision: .int8, threads: 2, overwrite: false, toolVersion: "0.2.0-test", passes: optimize ? PassManager.defaultPipeline : []))
             let file = try DicoFile(path: out)
             XCTAssertEqual(file.graph.opCounts["layer_norm_modulate"] != nil, optimize)
-            errors[optimize] = S.relativeL2(try S.run(file.graph, ref.inputs).floats!, ref.out64)
+            errors[optimize] = relativeL2(try S.run(file.graph, ref.inputs).floats!, ref.out64)
         }
         print("int8 vs PyTorch float64 on tiny_ref_a: optimized \(errors[true]!), imported \(errors[false]!)")
         XCTAssertLessThanOrEqual(errors[true]!, errors[false]! * 1.1, "optimized \(errors[true]!) vs imported \(errors[false]!)")
@@ -237,7 +222,7 @@ final class ConversionTests: XCTestCase {
             _ = try S.convert(to: out, p)
             let got = try S.run(try DicoFile(path: out).graph, ref.inputs)
             XCTAssertEqual(got.shape, [2, 8, 8, 12])
-            let e = S.relativeL2(got.floats!, ref.out64)
+            let e = relativeL2(got.floats!, ref.out64)
             measured.append("\(p.rawValue) \(e)")
             XCTAssertLessThanOrEqual(e, bounds[p]!, "\(p) on tiny_ref_b")
         }

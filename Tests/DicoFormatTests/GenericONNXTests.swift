@@ -1,3 +1,4 @@
+import DicoTestSupport
 import DicoConversion
 import DicoCore
 import DicoFormat
@@ -13,16 +14,14 @@ import XCTest
 /// weights, computed without any of this code).
 final class GenericONNXTests: XCTestCase {
     typealias F = FormatSupport
-    static let fixtures = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
-        .deletingLastPathComponent().appendingPathComponent("Fixtures").path
+    static let fixtures = fixturesDirectory
     static let convnet = "\(fixtures)/convnet.onnx"
 
     var dir: String!
     var ref: SafetensorsFile!
 
     override func setUpWithError() throws {
-        dir = FileManager.default.temporaryDirectory.appendingPathComponent("generic-onnx-\(UUID().uuidString)").path
-        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: false)
+        dir = try TempDir(prefix: "generic-onnx").path
         ref = try SafetensorsFile(path: "\(Self.fixtures)/convnet_generic_ref.safetensors")
     }
 
@@ -45,15 +44,6 @@ final class GenericONNXTests: XCTestCase {
         let model = try XCTUnwrap(try DicoFile(path: path).onnxModel)
         let x = ref.tensor("x")!
         return try XCTUnwrap(ONNXInterpreter(model: model, threads: threads).runOrdered(["x": try ONNXValue(x)])[0].floats)
-    }
-
-    func relativeL2(_ a: [Float], _ b: [Float]) -> Double {
-        var num = 0.0, den = 0.0
-        for (x, y) in zip(a, b) {
-            num += (Double(x) - Double(y)) * (Double(x) - Double(y))
-            den += Double(y) * Double(y)
-        }
-        return (num / den).squareRoot()
     }
 
     // MARK: - int8 against numpy and onnxruntime

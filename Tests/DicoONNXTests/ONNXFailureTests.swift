@@ -1,3 +1,4 @@
+import DicoTestSupport
 import CONNXProto
 import DicoCore
 import DicoONNX

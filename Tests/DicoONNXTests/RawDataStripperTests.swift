@@ -1,4 +1,5 @@
 @testable import DicoONNX
+import DicoTestSupport
 import DicoCore
 import Foundation
 import XCTest

@@ -1,5 +1,6 @@
 import CONNXProto
 import DicoCore
+import DicoTestSupport
 import Foundation
 import XCTest
 
@@ -8,53 +9,7 @@ import Glibc
 #endif
 
 /// The repository's Fixtures/ folder.
-let fixtures = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
-    .deletingLastPathComponent().appendingPathComponent("Fixtures").path
-
-/// A fresh directory under the system temporary directory, removed by `remove()`.
-struct TempDir {
-    let path: String
-
-    init() throws {
-        let base = NSTemporaryDirectory() + "dico-onnx-tests-" + String(UInt64.random(in: 0...UInt64.max), radix: 16)
-        try FileManager.default.createDirectory(atPath: base, withIntermediateDirectories: true)
-        path = base
-    }
-
-    func file(_ name: String) -> String { path + "/" + name }
-
-    @discardableResult
-    func write(_ name: String, _ bytes: [UInt8]) throws -> String {
-        let p = file(name)
-        try Data(bytes).write(to: URL(fileURLWithPath: p))
-        return p
-    }
-
-    func remove() { try? FileManager.default.removeItem(atPath: path) }
-}
-
-extension XCTestCase {
-    /// Asserts that `body` throws a `DicoError` of `kind` whose message contains every string
-    /// in `contains`; returns the error.
-    @discardableResult
-    func assertDicoError(_ kind: DicoError.Kind, contains: [String], file: StaticString = #filePath, line: UInt = #line,
-                         _ body: () throws -> Void) -> DicoError? {
-        do {
-            try body()
-            XCTFail("expected a DicoError(\(kind)) containing \(contains), but nothing was thrown", file: file, line: line)
-            return nil
-        } catch let e as DicoError {
-            XCTAssertEqual(e.kind, kind, "message: \(e.message)", file: file, line: line)
-            for s in contains {
-                XCTAssertTrue(e.message.contains(s), "message \"\(e.message)\" lacks \"\(s)\"", file: file, line: line)
-            }
-            return e
-        } catch {
-            XCTFail("expected a DicoError, got \(error)", file: file, line: line)
-            return nil
-        }
-    }
-}
+let fixtures = fixturesDirectory
 
 /// Builds malformed models from a real one with the generated protobuf-c API: unpack a
 /// fixture, change the tree in place, pack it again. Replacement strings and arrays are

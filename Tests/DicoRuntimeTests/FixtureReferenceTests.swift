@@ -4,22 +4,10 @@ import DicoCore
 import DicoModel
 import DicoRuntime
 import DicoSafetensors
+import DicoTestSupport
 
 /// The repository's Fixtures/ folder.
-let fixtures = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
-    .appendingPathComponent("Fixtures").path
-
-/// ||a - b|| / ||b|| in Double.
-func relativeL2(_ a: [Float], _ b: [Double]) -> Double {
-    precondition(a.count == b.count)
-    var num = 0.0, den = 0.0
-    for i in a.indices {
-        let d = Double(a[i]) - b[i]
-        num += d * d
-        den += b[i] * b[i]
-    }
-    return (num / den).squareRoot()
-}
+let fixtures = fixturesDirectory
 
 /// Reads x, t, y and the reference outputs from a fixture reference file.
 func referenceInputs(_ path: String) throws -> (inputs: [String: HostTensor], out: [Double], out64: [Double], shape: [Int]) {

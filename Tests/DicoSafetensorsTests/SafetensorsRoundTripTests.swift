@@ -1,3 +1,4 @@
+import DicoTestSupport
 import DicoCore
 @testable import DicoSafetensors
 import XCTest

@@ -1,13 +1,13 @@
 import DicoConversion
 import DicoCore
 import DicoSafetensors
+import DicoTestSupport
 @testable import DicoVerify
 import Foundation
 import XCTest
 
 /// The repository's Fixtures/ folder.
-let fixtures = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
-    .appendingPathComponent("Fixtures").path
+let fixtures = fixturesDirectory
 
 func fixture(_ name: String) -> String { "\(fixtures)/\(name)" }
 
@@ -33,17 +33,6 @@ func expectedNumbers(_ f: SafetensorsFile, _ key: String = "expected") throws ->
 func tinySettings(kind: SamplerKind = .ddpm, cfg: Double = 1.4) -> VerifySettings {
     VerifySettings(mode: "test", probes: ProbeSettings(timesteps: 3, batch: 2, size: 8, seed: 3),
                    sampler: SamplerSettings(kind: kind, respacing: .even(5), guidance: Guidance(scale: cfg), samples: 3, size: 8, seed: 5))
-}
-
-/// A fresh temporary directory, removed at deinit.
-final class TempDir {
-    let path: String
-    init() throws {
-        path = FileManager.default.temporaryDirectory.appendingPathComponent("dico-verify-\(getpid())-\(UUID().uuidString)").path
-        try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: false)
-    }
-    func file(_ name: String) -> String { "\(path)/\(name)" }
-    deinit { try? FileManager.default.removeItem(atPath: path) }
 }
 
 /// A copy of the safetensors model `src` with some float32 tensors edited (a seeded corruption).

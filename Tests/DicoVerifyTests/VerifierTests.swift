@@ -1,3 +1,4 @@
+import DicoTestSupport
 import DicoConversion
 import DicoCore
 import DicoModel
@@ -29,7 +30,7 @@ final class VerifierTests: XCTestCase {
     }
 
     func testConversionsPassAndCorruptionsFail() throws {
-        let dir = try TempDir()
+        let dir = try TempDir(prefix: "dico-verify", removeOnDeinit: true)
         for p in [Precision.fp16, .int8] {
             let out = dir.file("tiny-\(p.rawValue).dico")
             _ = try Converter.convert(input: tiny, output: out, options: ConversionOptions(precision: p, threads: 2, overwrite: false, toolVersion: "test"))
@@ -48,7 +49,7 @@ final class VerifierTests: XCTestCase {
 
     /// The executor is thread-count independent, so the whole report is too.
     func testResultsDoNotDependOnThreads() throws {
-        let dir = try TempDir()
+        let dir = try TempDir(prefix: "dico-verify", removeOnDeinit: true)
         let out = dir.file("t.dico")
         _ = try Converter.convert(input: tiny, output: out, options: ConversionOptions(precision: .int8, threads: 2, overwrite: false, toolVersion: "test"))
         func run(_ threads: Int) throws -> VerifyResult {
@@ -73,7 +74,7 @@ final class VerifierTests: XCTestCase {
     }
 
     func testGoldenRecordRoundTrip() throws {
-        let dir = try TempDir()
+        let dir = try TempDir(prefix: "dico-verify", removeOnDeinit: true)
         let path = dir.file("tiny.golden.safetensors")
         let model = try VerifyModels.open(tiny, threads: 2)
         let recorded = try Golden.record(model, settings: tinySettings(), to: path, overwrite: false)
@@ -101,7 +102,7 @@ final class VerifierTests: XCTestCase {
         XCTAssertEqual(t["final_psnr_min_db"], 12.5)
         XCTAssertThrowsError(try t.apply(flag: "nope=1")) { XCTAssertEqual(($0 as? DicoError)?.kind, .usage) }
         XCTAssertThrowsError(try t.apply(flag: "final_psnr_min_db")) { XCTAssertEqual(($0 as? DicoError)?.kind, .usage) }
-        let dir = try TempDir()
+        let dir = try TempDir(prefix: "dico-verify", removeOnDeinit: true)
         let file = dir.file("t.json")
         try #"{"probe_eps_rel_l2_max": 0.25, "frechet_ratio_max": 2}"#.write(toFile: file, atomically: true, encoding: .utf8)
         try t.apply(file: file)

@@ -1,3 +1,4 @@
+import DicoTestSupport
 import DicoConversion
 import DicoCore
 import DicoIR
@@ -14,15 +15,10 @@ import XCTest
 /// safetensors path builds from the same weights, and convert to `.dico` files that run at
 /// other batch sizes.
 final class CanonicalizationTests: XCTestCase {
-    static let fixtures = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
-        .deletingLastPathComponent().appendingPathComponent("Fixtures").path
+    static let fixtures = fixturesDirectory
     static let exports = ["tiny_opset13.onnx", "tiny_opset17.onnx", "tiny_dynamo.onnx"]
 
-    static func tempDir() throws -> String {
-        let p = FileManager.default.temporaryDirectory.appendingPathComponent("dico-onnx-\(getpid())-\(UUID().uuidString)").path
-        try FileManager.default.createDirectory(atPath: p, withIntermediateDirectories: false)
-        return p
-    }
+    static func tempDir() throws -> String { try TempDir(prefix: "dico-onnx-import").path }
 
     /// Structural equality: same ops in the same order with the same attributes, the same
     /// value types, the same inputs and outputs, and constants with the same names, dtypes,
@@ -79,7 +75,7 @@ final class CanonicalizationTests: XCTestCase {
                 "y": HostTensor(shape: y.shape, int64s: y.int64s()!),
             ])[0]
             XCTAssertEqual(got.shape, out.isEmpty ? [] : ref.tensor("out")!.shape)
-            XCTAssertLessThan(Self.relL2(got.floats!, out), 1e-5, name)
+            XCTAssertLessThan(relativeL2(got.floats!, out), 1e-5, name)
         }
     }
 
@@ -172,16 +168,6 @@ final class CanonicalizationTests: XCTestCase {
             XCTAssertTrue(e.message.contains("convnet.onnx: ONNX model is not a DiCo export"), e.message)
         }
     }
-
-    static func relL2(_ a: [Float], _ b: [Float]) -> Double {
-        var num = 0.0, den = 0.0
-        for i in a.indices {
-            let d = Double(a[i]) - Double(b[i])
-            num += d * d
-            den += Double(b[i]) * Double(b[i])
-        }
-        return (num / den).squareRoot()
-    }
 }
 
 /// The verifier runs an ONNX original as written (the interpreter), so `verify model.onnx
@@ -205,7 +191,7 @@ final class ONNXDenoiserTests: XCTestCase {
             let a = try onnx.predict(x: x, t: [999, 3, 250], y: [10, 0, 4])
             let b = try canonical.predict(x: x, t: [999, 3, 250], y: [10, 0, 4])
             XCTAssertEqual(a.shape, [3, 8, 8, 8], name)
-            XCTAssertLessThan(CanonicalizationTests.relL2(a.floats!, b.floats!), 1e-5, name)
+            XCTAssertLessThan(relativeL2(a.floats!, b.floats!), 1e-5, name)
         }
     }
 }
