@@ -29,6 +29,9 @@ public struct ConversionOptions: Sendable {
     /// A verification summary to record in the provenance under `verification`
     /// (`convert --verify`).
     public var verification: JSONValue?
+    /// The pass options the user gave (`--passes`, `--skip-pass`, `--dump-ir-after`,
+    /// `--check-passes`): a graph no DiCo pass applies to refuses them rather than ignore them.
+    public var passOptionsGiven: [String] = []
 
     public init(precision: Precision, keep: [NamePattern] = [], threads: Int, overwrite: Bool, toolVersion: String,
                 passes: [any GraphPass] = PassManager.defaultPipeline, afterPass: (@Sendable (String, Graph) -> Void)? = nil,

@@ -18,6 +18,9 @@ enum GenericONNXConversion {
     static func convert(_ model: GenericONNXModel, output: String, options: ConversionOptions, start: Double,
                         progress: ((Int, Int) -> Void)?) throws -> ConversionSummary {
         let onnx = model.onnx, input = onnx.path
+        guard options.passOptionsGiven.isEmpty else {
+            throw DicoError(.usage, "\(input): \(options.passOptionsGiven.joined(separator: ", ")) choose DiCo graph passes, and none applies to this graph: \(model.note)")
+        }
         let policy = QuantPolicy(precision: options.precision, keep: options.keep)
         let decisions = GenericONNXPolicy.decide(onnx.graph, policy: policy)
         let hashes = SourceHashes(input: input, size: model.sourceSize, external: model.externalFiles)

@@ -93,10 +93,12 @@ struct Convert: ParsableCommand {
         }
         installInterruptHandlers()
         let meter = ProgressMeter(enabled: !quiet && isatty(STDERR_FILENO) == 1)
-        let options = ConversionOptions(precision: precision, keep: patterns, threads: threadOptions.threads ?? Executor.defaultThreads,
+        var options = ConversionOptions(precision: precision, keep: patterns, threads: threadOptions.threads ?? Executor.defaultThreads,
                                         overwrite: force, toolVersion: dicoConvertVersion, passes: pipeline,
                                         afterPass: { name, graph in if name == dumpAfter { print(graph.textDump(), terminator: "") } },
                                         checkPasses: checkPasses)
+        options.passOptionsGiven = [passes.map { _ in "--passes" }, skipPass.isEmpty ? nil : "--skip-pass",
+                                    dumpIrAfter.map { _ in "--dump-ir-after" }, checkPasses ? "--check-passes" : nil].compactMap { $0 }
         guard verify else {
             let summary = try Converter.convert(input: input, output: output, options: options, progress: meter.update)
             meter.finish()

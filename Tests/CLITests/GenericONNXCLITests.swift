@@ -78,6 +78,20 @@ final class GenericONNXCLITests: CLITestCase {
         XCTAssertEqual(readBytes(existing), Data("old".utf8))
     }
 
+    /// Pass options on a graph no DiCo pass applies to are refused (exit 64, nothing written),
+    /// not silently ignored; `--no-optimize` asks for nothing and is accepted.
+    func testPassOptionsAreRefused() throws {
+        for opts in [["--passes", "fuse-conv-activation"], ["--skip-pass", "fold-constants"], ["--dump-ir-after", "fold-constants"], ["--check-passes"]] {
+            let r = try dicoConvert([fixture("convnet.onnx"), "\(outDir!)/p.dico", "--int8"] + opts)
+            XCTAssertEqual(r.status, 64, r.stderr)
+            XCTAssertEqual(r.stderrLines.count, 1, r.stderr)
+            XCTAssertTrue(r.stderr.contains("\(opts[0]) choose DiCo graph passes, and none applies to this graph"), r.stderr)
+            XCTAssertEqual(entries(outDir), [], "\(opts)")
+        }
+        let plain = try dicoConvert([fixture("convnet.onnx"), "\(outDir!)/p.dico", "--no-optimize", "--quiet"])
+        XCTAssertEqual(plain.status, 0, plain.stderr)
+    }
+
     /// Damaged generic files: a node reading a tensor that does not exist, a corrupted
     /// onnx_graph, a flag bit no reader knows. `run` and `inspect` exit 65 with one line naming
     /// the file and the problem; `run` writes nothing.
