@@ -37,6 +37,9 @@ public final class ONNXInterpreter: @unchecked Sendable {
         /// an omitted optional output).
         let inputs: [Int?]
         let outputs: [Int?]
+        /// Inputs the kernel reads in place from the mapped file (it gets nil for them), by
+        /// position: their pages leave the resident set after the step.
+        let inPlace: [(position: Int, tensor: TensorData)]
         /// Slots whose last reader is this step: released after it runs.
         var releases: [Int] = []
     }
@@ -56,6 +59,14 @@ public final class ONNXInterpreter: @unchecked Sendable {
     /// Value names by slot.
     private var slotNames: [String] = []
     private var slotCount: Int { slotNames.count }
+
+    /// When true, `run` adds each step's wall time (weight conversion on use included) to
+    /// `profile`, keyed by op type (for benchmarks; off by default, and nothing is printed).
+    public var profiling = false
+    private let profileLock = Lock()
+    private var profileTotals: [String: (seconds: Double, count: Int)] = [:]
+    /// Seconds and step count per op type, accumulated over profiled runs.
+    public var profile: [String: (seconds: Double, count: Int)] { profileLock.locked { profileTotals } }
 
     /// Prepares `model` for running.
     /// - Throws: `DicoError.invalidInput` naming the node, its op and the opset when a node
@@ -108,7 +119,7 @@ public final class ONNXInterpreter: @unchecked Sendable {
                 throw DicoError.invalid(path, "\(label): operator \(node.opType) is not supported")
             }
             var inputs: [Int?] = []
-            var constants: [Int: ONNXValue] = [:]
+            var constants: [Int: ONNXValue] = [:], fileConstants: [Int: TensorData] = [:]
             for (k, name) in node.inputs.enumerated() {
                 if name.isEmpty { inputs.append(nil); continue }
                 guard let s = slotOf[name] else {
@@ -116,10 +127,13 @@ public final class ONNXInterpreter: @unchecked Sendable {
                 }
                 inputs.append(s)
                 if let c = constantSlots[s] { constants[k] = c }
+                if let t = lazySlots[s] { fileConstants[k] = t }
             }
             let kernel: Kernel
+            var spec = NodeSpec(node: node, opset: Int(opset), constants: constants)
+            spec.fileConstants = fileConstants
             do {
-                kernel = try prepare(NodeSpec(node: node, opset: Int(opset), constants: constants))
+                kernel = try prepare(spec)
             } catch let f as OpFailure {
                 throw DicoError.invalid(path, "\(label): \(f.message)")
             }
@@ -139,7 +153,8 @@ public final class ONNXInterpreter: @unchecked Sendable {
                 }
                 continue
             }
-            steps.append(Step(node: node, kernel: kernel, inputs: inputs, outputs: outputs))
+            steps.append(Step(node: node, kernel: kernel, inputs: inputs, outputs: outputs,
+                              inPlace: spec.claimed.positions.compactMap { k in inputs[k].map { (k, lazySlots[$0]!) } }))
         }
         for o in graph.outputs {
             guard let s = slotOf[o.name] else { throw DicoError.invalid(path, "graph output '\(o.name)' is not produced by any node, input or initializer") }
@@ -191,8 +206,9 @@ public final class ONNXInterpreter: @unchecked Sendable {
             slots[s] = v
         }
         for step in steps {
-            let args = try step.inputs.map { slot -> ONNXValue? in
-                guard let slot else { return nil }
+            let start = profiling ? monotonicSeconds() : 0
+            let args = try step.inputs.enumerated().map { k, slot -> ONNXValue? in
+                guard let slot, !step.inPlace.contains(where: { $0.position == k }) else { return nil }
                 if let lazy = lazySlots[slot] {
                     let v = try ONNXValue(lazy)
                     // The copy is what the kernel reads: the file's pages can leave our
@@ -211,8 +227,16 @@ public final class ONNXInterpreter: @unchecked Sendable {
             guard results.count >= step.outputs.count else {
                 throw DicoError(.internalError, "\(path): node '\(step.node.name)' (\(step.node.opType)): kernel returned \(results.count) outputs for \(step.outputs.count)")
             }
+            for (_, t) in step.inPlace { if case .mapped(let file, let offset) = t.storage { file.release(offset: offset, count: t.byteCount) } }
             for (k, s) in step.outputs.enumerated() { if let s { slots[s] = results[k] } }
             for s in step.releases { slots[s] = nil }
+            if profiling {
+                let spent = monotonicSeconds() - start
+                profileLock.locked {
+                    let prev = profileTotals[step.node.opType] ?? (0, 0)
+                    profileTotals[step.node.opType] = (prev.seconds + spent, prev.count + 1)
+                }
+            }
         }
         return try outputSlots.enumerated().map { k, s in
             guard let v = try slots[s] ?? lazySlots[s].map(ONNXValue.init) else {
