@@ -161,6 +161,8 @@ public final class ONNXInterpreter: @unchecked Sendable {
             outputSlots.append(s)
         }
 
+        if !Self.unfused { fuse() }
+
         // Last readers: a slot is released after its last step, unless it is a constant (kept
         // for every run) or a graph output.
         var last: [Int: Int] = [:]
@@ -172,6 +174,47 @@ public final class ONNXInterpreter: @unchecked Sendable {
             for case let s? in steps[i].outputs where last[s] == nil && !kept.contains(s) { steps[i].releases.append(s) }
         }
     }
+
+    /// Replaces each pattern `recognizeFusions` finds by one step at the place of its last node
+    /// (its input is computed before its first node, its output read only after its last).
+    private func fuse() {
+        let lazy = lazySlots
+        var converted: [Int: ONNXValue] = [:]
+        let patterns = recognizeFusions(steps.map { FusionNode(node: $0.node, inputs: $0.inputs, outputs: $0.outputs) },
+                                        constant: { [constantSlots] s in
+                                            if let c = constantSlots[s] { return c }
+                                            // A large affine constant kept in the file: converted once, for the fused kernel.
+                                            if converted[s] == nil, let t = lazy[s] { converted[s] = try? ONNXValue(t) }
+                                            return converted[s]
+                                        },
+                                        graphOutputs: Set(outputSlots), opset: opset)
+        guard !patterns.isEmpty else { return }
+        var at: [Int: FusedPattern] = [:]
+        var removed = Set<Int>()
+        for p in patterns {
+            at[p.nodes.max()!] = p
+            removed.formUnion(p.nodes)
+            fusions[p.kind, default: 0] += 1
+        }
+        steps = steps.indices.compactMap { i in
+            if let p = at[i] {
+                let last = steps[i].node
+                let node = ONNXNode(name: last.name, opType: "fused \(p.kind.rawValue)", domain: "", inputs: p.inputs.map { $0.map { slotNames[$0] } ?? "" },
+                                    outputs: p.outputs.map { $0.map { slotNames[$0] } ?? "" }, attributes: [:])
+                return Step(node: node, kernel: p.kernel, inputs: p.inputs, outputs: p.outputs, inPlace: [])
+            }
+            return removed.contains(i) ? nil : steps[i]
+        }
+    }
+
+    /// The patterns of `ONNXFusion` found in the graph and run as one kernel each, by kind
+    /// (kinds that never fired are absent).
+    public private(set) var fusions: [ONNXFusion: Int] = [:]
+    /// How many node patterns run fused (the sum of `fusions`).
+    public var fusedPatternCount: Int { fusions.values.reduce(0, +) }
+    /// Set (with `$unfused.withValue(true)`) around a construction to run every node on its
+    /// own: the tests compare fused and unfused results.
+    @TaskLocal static var unfused = false
 
     /// Runs the graph on `inputs` (by graph-input name) and returns every graph output by name.
     /// - Throws: `DicoError.invalidInput`: "<model path>: input '<name>' ..." for a missing,
