@@ -46,13 +46,7 @@ let elementwisePreparers: [String: KernelPreparer] = {
             // the executor's vectorized erf approximation is within a few float32 ulps of it.
             return { inputs in
                 let x = try arg(inputs, 0)
-                let v = try requireFloats(x, "input 0 of Gelu")
-                let y: [Float] = v.withUnsafeBufferPointer { src in
-                    makeArray(v.count) { dst in
-                        if !v.isEmpty { activation(.gelu, x: src.baseAddress!, y: dst.baseAddress!, count: v.count, threads: sgemmThreads) }
-                    }
-                }
-                return [ONNXValue(unchecked: x.shape, .f32(y))]
+                return [ONNXValue(unchecked: x.shape, .f32(gelu(try requireFloats(x, "input 0 of Gelu"))))]
             }
         case "tanh":
             let c = Float((2 / Double.pi).squareRoot())
@@ -107,6 +101,15 @@ func mapNumbers(_ x: ONNXValue, _ op: String, _ f32: (Float) -> Float, _ f64: (D
     case let .i64(v): return ONNXValue(unchecked: x.shape, .i64(v.map(i64)))
     case let .i32(v): return ONNXValue(unchecked: x.shape, .i32(v.map(i32)))
     case .bool: throw OpFailure("input 0 is bool; \(op) takes a number")
+    }
+}
+
+/// Exact-form GELU of every element, by the IR executor's kernel (its erf approximation).
+func gelu(_ v: [Float]) -> [Float] {
+    v.withUnsafeBufferPointer { src in
+        makeArray(v.count) { dst in
+            if !v.isEmpty { activation(.gelu, x: src.baseAddress!, y: dst.baseAddress!, count: v.count, threads: sgemmThreads) }
+        }
     }
 }
 
