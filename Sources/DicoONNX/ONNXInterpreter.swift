@@ -7,15 +7,18 @@ import DicoCore
 /// Construction checks everything that can be checked without running: each node's domain,
 /// op and attributes are supported at the model's opset, and every input is produced by an
 /// earlier node or is an initializer or graph input. Initializers and `Constant` outputs are
-/// converted once, here (or, with `convertWeightsOnUse`, the large float initializers at each use:
-/// for one-off runs over a multi-GB model). Running then evaluates node by node with real shapes, so a
+/// converted once, here (or, with `convertWeightsOnUse`, the large float initializers at each use,
+/// float32 Conv and Gemm weights read in place in the mapped file: for one-off runs over a
+/// multi-GB model). The exporters' decomposed LayerNorm and GELU and the transposed channel
+/// LayerNormalization are recognized here and run as one kernel each (`ONNXFusion`, counted in
+/// `fusions`). Running then evaluates node by node with real shapes, so a
 /// `Shape` node sees the runtime batch; each intermediate value is released after its last
 /// reader, so memory stays bounded by the live values.
 ///
 /// `run` reads only state fixed at construction, so concurrent runs on one instance are safe.
 /// Construction turns OpenBLAS's own threading off for the process, as `Executor` does: the
-/// sgemm calls are split over the CPUs by the interpreter, in blocks that do not depend on the
-/// thread count.
+/// sgemm calls run on the executor's grid of single-threaded tiles over the CPUs, whose blocks
+/// do not depend on the thread count.
 public final class ONNXInterpreter: @unchecked Sendable {
     /// The default-domain opsets whose operator definitions the interpreter implements.
     public static let supportedOpsets: ClosedRange<Int64> = 11...21
@@ -48,9 +51,10 @@ public final class ONNXInterpreter: @unchecked Sendable {
     /// Slots holding initializers and constant-node outputs.
     private var constantSlots: [Int: ONNXValue] = [:]
     /// With `convertWeightsOnUse`: slots of large float initializers (the weights), kept as the
-    /// file's tensors and converted for the one step that reads them on each run, then dropped,
-    /// so a one-off run over a 2.8 GB model costs one weight's copy at a time instead of a second
-    /// copy of every weight (the import proof). Repeated runs (the verifier) convert once instead.
+    /// file's tensors and read in place (aligned float32 Conv and Gemm weights) or converted for
+    /// the one step that reads them on each run, then dropped, so a one-off run over a 2.8 GB
+    /// model costs at most one weight's copy at a time instead of a second copy of every weight
+    /// (the import proof). Repeated runs (the verifier) convert once instead.
     private var lazySlots: [Int: TensorData] = [:]
     /// Initializers at least this large (bytes, float types) are converted on use.
     static let lazyInitializerBytes = 1 << 12
@@ -71,8 +75,9 @@ public final class ONNXInterpreter: @unchecked Sendable {
     /// Prepares `model` for running.
     /// - Throws: `DicoError.invalidInput` naming the node, its op and the opset when a node
     ///   uses an unsupported op, domain or attribute, or reads a value nothing produces.
-    /// - Parameter convertWeightsOnUse: convert float initializers of 4 KiB or more when a node
-    ///   reads them, on every run, and release their file pages after (for one-off runs).
+    /// - Parameter convertWeightsOnUse: read float initializers of 4 KiB or more from the file
+    ///   when a node reads them (in place for float32 Conv and Gemm weights, else converted),
+    ///   on every run, and release their file pages after (for one-off runs).
     public init(model: ONNXModel, convertWeightsOnUse: Bool = false) throws {
         modelPath = model.path
         outputInfos = model.graph.outputs
@@ -292,6 +297,9 @@ public final class ONNXInterpreter: @unchecked Sendable {
             return v
         }
     }
+
+    /// How many step inputs are read in place from the mapped file (for tests).
+    var inPlaceReadCount: Int { steps.reduce(0) { $0 + $1.inPlace.count } }
 
     /// Per step (Constant nodes excluded), the node's name and the values released after it,
     /// sorted: the memory plan, for tests.
