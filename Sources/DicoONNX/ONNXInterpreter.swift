@@ -7,15 +7,18 @@ import DicoCore
 /// Construction checks everything that can be checked without running: each node's domain,
 /// op and attributes are supported at the model's opset, and every input is produced by an
 /// earlier node or is an initializer or graph input. Initializers and `Constant` outputs are
-/// converted once, here (or, with `convertWeightsOnUse`, the large float initializers at each use:
-/// for one-off runs over a multi-GB model). Running then evaluates node by node with real shapes, so a
+/// converted once, here (or, with `convertWeightsOnUse`, the large float initializers at each use,
+/// float32 Conv and Gemm weights read in place in the mapped file: for one-off runs over a
+/// multi-GB model). The exporters' decomposed LayerNorm and GELU and the transposed channel
+/// LayerNormalization are recognized here and run as one kernel each (`ONNXFusion`, counted in
+/// `fusions`). Running then evaluates node by node with real shapes, so a
 /// `Shape` node sees the runtime batch; each intermediate value is released after its last
 /// reader, so memory stays bounded by the live values.
 ///
 /// `run` reads only state fixed at construction, so concurrent runs on one instance are safe.
 /// Construction turns OpenBLAS's own threading off for the process, as `Executor` does: the
-/// sgemm calls are split over the CPUs by the interpreter, in blocks that do not depend on the
-/// thread count.
+/// sgemm calls run on the executor's grid of single-threaded tiles over the CPUs, whose blocks
+/// do not depend on the thread count.
 public final class ONNXInterpreter: @unchecked Sendable {
     /// The default-domain opsets whose operator definitions the interpreter implements.
     public static let supportedOpsets: ClosedRange<Int64> = 11...21
@@ -39,6 +42,9 @@ public final class ONNXInterpreter: @unchecked Sendable {
         /// an omitted optional output).
         let inputs: [Int?]
         let outputs: [Int?]
+        /// Inputs the kernel reads in place from the mapped file (it gets nil for them), by
+        /// position: their pages leave the resident set after the step.
+        let inPlace: [(position: Int, tensor: TensorData)]
         /// Slots whose last reader is this step: released after it runs.
         var releases: [Int] = []
     }
@@ -47,9 +53,10 @@ public final class ONNXInterpreter: @unchecked Sendable {
     /// Slots holding initializers and constant-node outputs.
     private var constantSlots: [Int: ONNXValue] = [:]
     /// With `convertWeightsOnUse`: slots of large float initializers (the weights), kept as the
-    /// file's tensors and converted for the one step that reads them on each run, then dropped,
-    /// so a one-off run over a 2.8 GB model costs one weight's copy at a time instead of a second
-    /// copy of every weight (the import proof). Repeated runs (the verifier) convert once instead.
+    /// file's tensors and read in place (aligned float32 Conv and Gemm weights) or converted for
+    /// the one step that reads them on each run, then dropped, so a one-off run over a 2.8 GB
+    /// model costs at most one weight's copy at a time instead of a second copy of every weight
+    /// (the import proof). Repeated runs (the verifier) convert once instead.
     private var lazySlots: [Int: TensorData] = [:]
     /// Initializers at least this large (bytes, float types) are converted on use.
     static let lazyInitializerBytes = 1 << 12
@@ -59,11 +66,20 @@ public final class ONNXInterpreter: @unchecked Sendable {
     private var slotNames: [String] = []
     private var slotCount: Int { slotNames.count }
 
+    /// When true, `run` adds each step's wall time (weight conversion on use included) to
+    /// `profile`, keyed by op type (for benchmarks; off by default, and nothing is printed).
+    public var profiling = false
+    private let profileLock = Lock()
+    private var profileTotals: [String: (seconds: Double, count: Int)] = [:]
+    /// Seconds and step count per op type, accumulated over profiled runs.
+    public var profile: [String: (seconds: Double, count: Int)] { profileLock.locked { profileTotals } }
+
     /// Prepares `model` for running.
     /// - Throws: `DicoError.invalidInput` naming the node, its op and the opset when a node
     ///   uses an unsupported op, domain or attribute, or reads a value nothing produces.
-    /// - Parameter convertWeightsOnUse: convert float initializers of 4 KiB or more when a node
-    ///   reads them, on every run, and release their file pages after (for one-off runs).
+    /// - Parameter convertWeightsOnUse: read float initializers of 4 KiB or more from the file
+    ///   when a node reads them (in place for float32 Conv and Gemm weights, else converted),
+    ///   on every run, and release their file pages after (for one-off runs).
     /// - Parameter threads: workers for the large kernels (sgemm, elementwise maps); nil for
     ///   the online CPUs. Results do not depend on it.
     public init(model: ONNXModel, convertWeightsOnUse: Bool = false, threads: Int? = nil) throws {
@@ -113,7 +129,7 @@ public final class ONNXInterpreter: @unchecked Sendable {
                 throw DicoError.invalid(path, "\(label): operator \(node.opType) is not supported")
             }
             var inputs: [Int?] = []
-            var constants: [Int: ONNXValue] = [:]
+            var constants: [Int: ONNXValue] = [:], fileConstants: [Int: TensorData] = [:]
             for (k, name) in node.inputs.enumerated() {
                 if name.isEmpty { inputs.append(nil); continue }
                 guard let s = slotOf[name] else {
@@ -121,10 +137,13 @@ public final class ONNXInterpreter: @unchecked Sendable {
                 }
                 inputs.append(s)
                 if let c = constantSlots[s] { constants[k] = c }
+                if let t = lazySlots[s] { fileConstants[k] = t }
             }
             let kernel: Kernel
+            var spec = NodeSpec(node: node, opset: Int(opset), constants: constants)
+            spec.fileConstants = fileConstants
             do {
-                kernel = try prepare(NodeSpec(node: node, opset: Int(opset), constants: constants))
+                kernel = try prepare(spec)
             } catch let f as OpFailure {
                 throw DicoError.invalid(path, "\(label): \(f.message)")
             }
@@ -144,12 +163,15 @@ public final class ONNXInterpreter: @unchecked Sendable {
                 }
                 continue
             }
-            steps.append(Step(node: node, kernel: kernel, inputs: inputs, outputs: outputs))
+            steps.append(Step(node: node, kernel: kernel, inputs: inputs, outputs: outputs,
+                              inPlace: spec.claimed.positions.compactMap { k in inputs[k].map { (k, lazySlots[$0]!) } }))
         }
         for o in graph.outputs {
             guard let s = slotOf[o.name] else { throw DicoError.invalid(path, "graph output '\(o.name)' is not produced by any node, input or initializer") }
             outputSlots.append(s)
         }
+
+        if !Self.unfused { fuse() }
 
         // Last readers: a slot is released after its last step, unless it is a constant (kept
         // for every run) or a graph output.
@@ -162,6 +184,47 @@ public final class ONNXInterpreter: @unchecked Sendable {
             for case let s? in steps[i].outputs where last[s] == nil && !kept.contains(s) { steps[i].releases.append(s) }
         }
     }
+
+    /// Replaces each pattern `recognizeFusions` finds by one step at the place of its last node
+    /// (its input is computed before its first node, its output read only after its last).
+    private func fuse() {
+        let lazy = lazySlots
+        var converted: [Int: ONNXValue] = [:]
+        let patterns = recognizeFusions(steps.map { FusionNode(node: $0.node, inputs: $0.inputs, outputs: $0.outputs) },
+                                        constant: { [constantSlots] s in
+                                            if let c = constantSlots[s] { return c }
+                                            // A large affine constant kept in the file: converted once, for the fused kernel.
+                                            if converted[s] == nil, let t = lazy[s] { converted[s] = try? ONNXValue(t) }
+                                            return converted[s]
+                                        },
+                                        graphOutputs: Set(outputSlots), opset: opset)
+        guard !patterns.isEmpty else { return }
+        var at: [Int: FusedPattern] = [:]
+        var removed = Set<Int>()
+        for p in patterns {
+            at[p.nodes.max()!] = p
+            removed.formUnion(p.nodes)
+            fusions[p.kind, default: 0] += 1
+        }
+        steps = steps.indices.compactMap { i in
+            if let p = at[i] {
+                let last = steps[i].node
+                let node = ONNXNode(name: last.name, opType: "fused \(p.kind.rawValue)", domain: "", inputs: p.inputs.map { $0.map { slotNames[$0] } ?? "" },
+                                    outputs: p.outputs.map { $0.map { slotNames[$0] } ?? "" }, attributes: [:])
+                return Step(node: node, kernel: p.kernel, inputs: p.inputs, outputs: p.outputs, inPlace: [])
+            }
+            return removed.contains(i) ? nil : steps[i]
+        }
+    }
+
+    /// The patterns of `ONNXFusion` found in the graph and run as one kernel each, by kind
+    /// (kinds that never fired are absent).
+    public private(set) var fusions: [ONNXFusion: Int] = [:]
+    /// How many node patterns run fused (the sum of `fusions`).
+    public var fusedPatternCount: Int { fusions.values.reduce(0, +) }
+    /// Set (with `$unfused.withValue(true)`) around a construction to run every node on its
+    /// own: the tests compare fused and unfused results.
+    @TaskLocal static var unfused = false
 
     /// Runs the graph on `inputs` (by graph-input name) and returns every graph output by name.
     /// - Throws: `DicoError.invalidInput`: "<model path>: input '<name>' ..." for a missing,
@@ -200,8 +263,9 @@ public final class ONNXInterpreter: @unchecked Sendable {
             slots[s] = v
         }
         for step in steps {
-            let args = try step.inputs.map { slot -> ONNXValue? in
-                guard let slot else { return nil }
+            let start = profiling ? monotonicSeconds() : 0
+            let args = try step.inputs.enumerated().map { k, slot -> ONNXValue? in
+                guard let slot, !step.inPlace.contains(where: { $0.position == k }) else { return nil }
                 if let lazy = lazySlots[slot] {
                     let v = try ONNXValue(lazy)
                     // The copy is what the kernel reads: the file's pages can leave our
@@ -220,8 +284,16 @@ public final class ONNXInterpreter: @unchecked Sendable {
             guard results.count >= step.outputs.count else {
                 throw DicoError(.internalError, "\(path): node '\(step.node.name)' (\(step.node.opType)): kernel returned \(results.count) outputs for \(step.outputs.count)")
             }
+            for (_, t) in step.inPlace { if case .mapped(let file, let offset) = t.storage { file.release(offset: offset, count: t.byteCount) } }
             for (k, s) in step.outputs.enumerated() { if let s { slots[s] = results[k] } }
             for s in step.releases { slots[s] = nil }
+            if profiling {
+                let spent = monotonicSeconds() - start
+                profileLock.locked {
+                    let prev = profileTotals[step.node.opType] ?? (0, 0)
+                    profileTotals[step.node.opType] = (prev.seconds + spent, prev.count + 1)
+                }
+            }
         }
         return try outputSlots.enumerated().map { k, s in
             guard let v = try slots[s] ?? lazySlots[s].map(ONNXValue.init) else {
@@ -234,6 +306,9 @@ public final class ONNXInterpreter: @unchecked Sendable {
             return v
         }
     }
+
+    /// How many step inputs are read in place from the mapped file (for tests).
+    var inPlaceReadCount: Int { steps.reduce(0) { $0 + $1.inPlace.count } }
 
     /// Per step (Constant nodes excluded), the node's name and the values released after it,
     /// sorted: the memory plan, for tests.

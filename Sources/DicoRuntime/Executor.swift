@@ -214,23 +214,15 @@ public final class Executor: @unchecked Sendable {
         let outShape = shapes[node.output.index]
         let count = outShape.reduce(1, *)
 
-        // Convolution with an optional activation epilogue, by kernel path.
+        // Convolution with an optional activation epilogue, by kernel path (`conv2D`).
         func convolve(_ stride: Int, _ padding: Int, _ groups: Int, _ act: Activation?) {
             let s = shape(0), w = shape(1)
-            let (n, cin, h, wd) = (s[0], s[1], s[2], s[3])
-            let (cout, kh, kw) = (w[0], w[2], w[3])
-            if kh == 1, kw == 1, stride == 1, padding == 0, groups == 1 {
-                conv1x1Kernel(x: x(0), w: x(1), bias: opt(2), y: out, batch: n, cin: cin, cout: cout, pixels: h * wd, threads: threads, activation: act)
-            } else if kh == 3, kw == 3, stride == 1, padding == 1, groups == cin, cout == cin {
-                depthwise3x3Kernel(x: x(0), w: x(1), bias: opt(2), y: out, batch: n, channels: cin, height: h, width: wd, threads: threads, activation: act)
-            } else {
-                let scratchCount = (cin / groups) * kh * kw * outShape[2] * outShape[3]
-                let scratch = pool.take(scratchCount)
-                defer { pool.give(scratch, scratchCount) }
-                im2colConvKernel(x: x(0), w: x(1), bias: opt(2), y: out, batch: n, cin: cin, height: h, width: wd, cout: cout,
-                                 kh: kh, kw: kw, stride: stride, padding: padding, groups: groups,
-                                 outH: outShape[2], outW: outShape[3], scratch: scratch, threads: threads, activation: act)
-            }
+            let g = Conv2DGeometry(batch: s[0], cin: s[1], height: s[2], width: s[3], cout: w[0], kh: w[2], kw: w[3],
+                                   stride: stride, padding: padding, groups: groups)
+            let scratchCount = g.scratchCount
+            let scratch = scratchCount > 0 ? pool.take(scratchCount) : nil
+            defer { if let scratch { pool.give(scratch, scratchCount) } }
+            conv2D(g, x: x(0), w: x(1), bias: opt(2), y: out, scratch: scratch, threads: threads, activation: act)
         }
 
         switch node.op {

@@ -1,8 +1,12 @@
 import Dispatch
+import DicoRuntime
 
-// Conv (2-D, float32): pointwise convs are one sgemm per image and group, depthwise convs
-// (one input and one output channel per group) a direct loop per plane, everything else
-// im2col followed by sgemm.
+// Conv (2-D, float32). A conv with one stride and one symmetric padding for both axes and
+// no dilation (every conv DiCo has) runs through the IR executor's kernels (`conv2D`: tiled
+// GEMM for 1x1, a direct depthwise 3x3, im2col + tiled GEMM otherwise), so an export costs
+// what its canonical graph does. Other geometries: pointwise convs are one sgemm per image
+// and group, depthwise convs (one input and one output channel per group) a direct loop
+// per plane, everything else im2col followed by sgemm.
 
 let convPreparers: [String: KernelPreparer] = ["Conv": prepareConv]
 
@@ -39,8 +43,14 @@ private func prepareConv(_ spec: NodeSpec) throws -> Kernel {
     for (name, v) in [("kernel_shape", a.kernelShape), ("pads", a.pads), ("strides", a.strides), ("dilations", a.dilations)] {
         if let v, v.contains(where: { $0 > maxConvAttribute }) { throw OpFailure("\(name) \(v) exceeds \(maxConvAttribute)") }
     }
-    if let w = spec.constants[1], w.shape.count != 4 { throw OpFailure("weight has shape \(w.shape); only 2-D convolutions (rank-4 weights) are supported") }
-    return { inputs in [try conv2d(try arg(inputs, 0), try arg(inputs, 1), optionalArg(inputs, 2), a)] }
+    if let w = spec.constants[1]?.shape ?? spec.fileConstants[1]?.shape, w.count != 4 {
+        throw OpFailure("weight has shape \(w); only 2-D convolutions (rank-4 weights) are supported")
+    }
+    let weight = spec.claimInPlace(1), bias = spec.hasInput(2) ? spec.claimInPlace(2) : nil
+    return { inputs in
+        let b: FloatInput? = spec.hasInput(2) ? try FloatInput.of(inputs, 2, claimed: bias, "bias B") : nil
+        return [try conv2d(try arg(inputs, 0), try FloatInput.of(inputs, 1, claimed: weight, "weight W"), b, a)]
+    }
 }
 
 /// Checked Int32 for a BLAS dimension.
@@ -49,8 +59,8 @@ func blasInt(_ v: Int) throws -> Int32 {
     return i
 }
 
-func conv2d(_ xv: ONNXValue, _ wv: ONNXValue, _ bv: ONNXValue?, _ a: ConvAttributes) throws -> ONNXValue {
-    let x = try requireFloats(xv, "input X"), w = try requireFloats(wv, "weight W")
+func conv2d(_ xv: ONNXValue, _ wv: FloatInput, _ bv: FloatInput?, _ a: ConvAttributes) throws -> ONNXValue {
+    let x = try requireFloats(xv, "input X")
     guard xv.shape.count == 4 else { throw OpFailure("input X has shape \(xv.shape); only 2-D convolutions (rank-4 NCHW input) are supported") }
     guard wv.shape.count == 4 else { throw OpFailure("weight W has shape \(wv.shape); expected rank 4") }
     let (n, c, h, wd) = (xv.shape[0], xv.shape[1], xv.shape[2], xv.shape[3])
@@ -60,11 +70,7 @@ func conv2d(_ xv: ONNXValue, _ wv: ONNXValue, _ bv: ONNXValue?, _ a: ConvAttribu
     guard m % g == 0 else { throw OpFailure("weight W has \(m) output channels, not divisible by group \(g)") }
     if let k = a.kernelShape, k != [kh, kw] { throw OpFailure("kernel_shape \(k) does not match weight W \(wv.shape)") }
     guard kh >= 1, kw >= 1 else { throw OpFailure("weight W \(wv.shape) has an empty kernel") }
-    var bias: [Float]?
-    if let bv {
-        bias = try requireFloats(bv, "bias B")
-        guard bv.shape == [m] else { throw OpFailure("bias B has shape \(bv.shape), expected [\(m)]") }
-    }
+    if let bv, bv.shape != [m] { throw OpFailure("bias B has shape \(bv.shape), expected [\(m)]") }
     let s = a.strides ?? [1, 1], d = a.dilations ?? [1, 1]
     // Padding per spatial axis: (begin, end).
     var pad = [(0, 0), (0, 0)]
@@ -90,48 +96,77 @@ func conv2d(_ xv: ONNXValue, _ wv: ONNXValue, _ bv: ONNXValue?, _ a: ConvAttribu
         outSize[i] = room / s[i] + 1
     }
     let (oh, ow) = (outSize[0], outSize[1])
-    let mg = m / g
-    let planeIn = try product([h, wd]), planeOut = try product([oh, ow])
     let total = try product([n, m, oh, ow])
-    let rows = try product([cg, kh, kw])
-    let pointwise = kh == 1 && kw == 1 && s == [1, 1] && pad[0] == (0, 0) && pad[1] == (0, 0)
-    let depthwise = cg == 1 && mg == 1
+    // The im2col matrix, checked here so that neither path can overflow it.
+    _ = try product([cg, kh, kw, oh, ow])
     let y: [Float] = try x.withUnsafeBufferPointer { xp in
-        try w.withUnsafeBufferPointer { wp in
-            try makeArray(total) { (yb: UnsafeMutableBufferPointer<Float>) in
-                let yp = yb.baseAddress!
-                // The bias initializes every output plane; the convolution accumulates onto it.
-                for img in 0..<n {
-                    for o in 0..<m { (yp + (img * m + o) * planeOut).initialize(repeating: bias?[o] ?? 0, count: planeOut) }
-                }
-                if total == 0 { return }
-                if depthwise {
-                    depthwiseConv(x: xp.baseAddress!, w: wp.baseAddress!, y: yp, planes: n * c, channels: c, h: h, w: wd, kh: kh, kw: kw,
-                                  oh: oh, ow: ow, step: (s[0], s[1]), dilation: (d[0], d[1]), padBegin: (pad[0].0, pad[1].0))
-                    return
-                }
-                let (mi, pi, ri) = (try blasInt(mg), try blasInt(planeOut), try blasInt(rows))
-                var scratch = pointwise ? [] : [Float](repeating: 0, count: try product([rows, planeOut]))
-                for img in 0..<n {
-                    for gi in 0..<g {
-                        let xg = xp.baseAddress! + (img * c + gi * cg) * planeIn
-                        let yg = yp + (img * m + gi * mg) * planeOut
-                        let wg = wp.baseAddress! + gi * mg * rows
-                        if pointwise {
-                            sgemm(m: mi, n: pi, k: ri, a: wg, lda: ri, b: xg, ldb: pi, beta: 1, c: yg, ldc: pi)
-                            continue
+        try wv.withFloats { wp in
+            try withOptionalFloats(bv) { bias in
+                try makeArray(total) { (yb: UnsafeMutableBufferPointer<Float>) in
+                    let yp = yb.baseAddress!
+                    if total == 0 { return }
+                    if d == [1, 1], s[0] == s[1], [pad[0].0, pad[0].1, pad[1].1].allSatisfy({ $0 == pad[1].0 }) {
+                        let geometry = Conv2DGeometry(batch: n, cin: c, height: h, width: wd, cout: m, kh: kh, kw: kw,
+                                                      stride: s[0], padding: pad[0].0, groups: g)
+                        var scratch = [Float](unsafeUninitializedCapacity: geometry.scratchCount) { _, k in k = geometry.scratchCount }
+                        scratch.withUnsafeMutableBufferPointer { sp in
+                            conv2D(geometry, x: xp.baseAddress!, w: wp, bias: bias, y: yp, scratch: sp.baseAddress, threads: sgemmThreads)
                         }
-                        scratch.withUnsafeMutableBufferPointer { col in
-                            im2col(x: xg, channels: cg, h: h, w: wd, kh: kh, kw: kw, oh: oh, ow: ow, stride: (s[0], s[1]),
-                                   dilation: (d[0], d[1]), padBegin: (pad[0].0, pad[1].0), col: col.baseAddress!)
-                            sgemm(m: mi, n: pi, k: ri, a: wg, lda: ri, b: col.baseAddress!, ldb: pi, beta: 1, c: yg, ldc: pi)
-                        }
+                        return
                     }
+                    try generalConv2d(x: xp.baseAddress!, w: wp, bias: bias, y: yp, n: n, c: c, h: h, wd: wd, m: m, g: g,
+                                      kernel: (kh, kw), stride: (s[0], s[1]), dilation: (d[0], d[1]), padBegin: (pad[0].0, pad[1].0),
+                                      out: (oh, ow))
                 }
             }
         }
     }
     return ONNXValue(unchecked: [n, m, oh, ow], .f32(y))
+}
+
+/// `body` with a pointer to `v`'s elements, or with nil.
+func withOptionalFloats<R>(_ v: FloatInput?, _ body: (UnsafePointer<Float>?) throws -> R) rethrows -> R {
+    guard let v else { return try body(nil) }
+    return try v.withFloats { try body($0) }
+}
+
+/// The interpreter's own conv paths, for geometries the executor's kernels do not take
+/// (dilation, unequal strides, asymmetric padding): the bias initializes every output plane
+/// and the convolution accumulates onto it.
+private func generalConv2d(x: UnsafePointer<Float>, w: UnsafePointer<Float>, bias: UnsafePointer<Float>?, y yp: UnsafeMutablePointer<Float>,
+                           n: Int, c: Int, h: Int, wd: Int, m: Int, g: Int, kernel: (Int, Int), stride s: (Int, Int),
+                           dilation d: (Int, Int), padBegin: (Int, Int), out: (Int, Int)) throws {
+    let (kh, kw) = kernel, (oh, ow) = out
+    let cg = c / g, mg = m / g
+    let planeIn = h * wd, planeOut = oh * ow
+    let rows = cg * kh * kw
+    let pointwise = kh == 1 && kw == 1 && s == (1, 1) && padBegin == (0, 0) && oh == h && ow == wd
+    for img in 0..<n {
+        for o in 0..<m { (yp + (img * m + o) * planeOut).initialize(repeating: bias?[o] ?? 0, count: planeOut) }
+    }
+    if cg == 1 && mg == 1 {
+        depthwiseConv(x: x, w: w, y: yp, planes: n * c, channels: c, h: h, w: wd, kh: kh, kw: kw,
+                      oh: oh, ow: ow, step: s, dilation: d, padBegin: padBegin)
+        return
+    }
+    let (mi, pi, ri) = (try blasInt(mg), try blasInt(planeOut), try blasInt(rows))
+    var scratch = pointwise ? [] : [Float](repeating: 0, count: try product([rows, planeOut]))
+    for img in 0..<n {
+        for gi in 0..<g {
+            let xg = x + (img * c + gi * cg) * planeIn
+            let yg = yp + (img * m + gi * mg) * planeOut
+            let wg = w + gi * mg * rows
+            if pointwise {
+                sgemm(m: mi, n: pi, k: ri, a: wg, lda: ri, b: xg, ldb: pi, beta: 1, c: yg, ldc: pi)
+                continue
+            }
+            scratch.withUnsafeMutableBufferPointer { col in
+                im2col(x: xg, channels: cg, h: h, w: wd, kh: kh, kw: kw, oh: oh, ow: ow, stride: s,
+                       dilation: d, padBegin: padBegin, col: col.baseAddress!)
+                sgemm(m: mi, n: pi, k: ri, a: wg, lda: ri, b: col.baseAddress!, ldb: pi, beta: 1, c: yg, ldc: pi)
+            }
+        }
+    }
 }
 
 /// The output positions `0..<outCount` whose input coordinate `o * stride - padBegin + offset`

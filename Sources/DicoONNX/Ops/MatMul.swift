@@ -2,7 +2,8 @@ import COpenBLAS
 import Dispatch
 import DicoRuntime
 
-// Gemm and MatMul (float32) through cblas_sgemm, and the sgemm driver Conv shares.
+// Gemm and MatMul (float32) through the IR executor's tiled sgemm, and the sgemm driver
+// Conv shares.
 
 /// Workers for large sgemm calls (and the other kernels that split work): the running
 /// interpreter's `threads`, by default the IR executor's default, the online CPUs.
@@ -15,37 +16,21 @@ enum ONNXThreads {
     @TaskLocal static var limit: Int = Executor.defaultThreads
 }
 
-/// Below this many multiply-adds an sgemm runs as one call on the calling thread.
-let sgemmSplitWork = 1 << 20
-
-/// Column-block width of a split sgemm. The blocks depend only on the problem, never on the
-/// thread count, so results are the same on every machine (as the IR executor's tile grid).
-let sgemmColumnBlock = 256
-
-/// Row-major C[M,N] = alpha * op(A) op(B) + beta * C through single-threaded OpenBLAS
-/// calls: one call for small products, else fixed column blocks shared by `sgemmThreads`
-/// workers. OpenBLAS's own threading is off (`ONNXInterpreter.init` sets it, as the IR
-/// executor does), so the workers do not oversubscribe the CPUs.
+/// Row-major C[M,N] = alpha * op(A) op(B) + beta * C. The common case (no transposed A,
+/// alpha 1, beta 0 or 1: every product DiCo has) runs on the IR executor's fixed grid of
+/// single-threaded sgemm tiles (`tiledMatrixProduct`), whose blocks depend only on the
+/// problem, so results are the same on every machine; anything else is one OpenBLAS call
+/// (OpenBLAS's own threading is off, as `ONNXInterpreter.init` sets it).
 func sgemm(transA: Bool = false, transB: Bool = false, m: Int32, n: Int32, k: Int32, alpha: Float = 1,
            a: UnsafePointer<Float>, lda: Int32, b: UnsafePointer<Float>, ldb: Int32, beta: Float,
            c: UnsafeMutablePointer<Float>, ldc: Int32) {
-    let ta = transA ? CblasTrans : CblasNoTrans, tb = transB ? CblasTrans : CblasNoTrans
-    let blocks = (Int(n) + sgemmColumnBlock - 1) / sgemmColumnBlock
-    // The split depends on the problem only: one thread runs the same blocks in turn (one
-    // cblas call over all columns may sum in another order than calls over column blocks).
-    if Int(m) * Int(n) * Int(k) < sgemmSplitWork || blocks < 2 {
-        cblas_sgemm(CblasRowMajor, ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
+    if !transA, alpha == 1, beta == 0 || beta == 1 {
+        tiledMatrixProduct(m: Int(m), n: Int(n), k: Int(k), a: a, lda: Int(lda), b: b, ldb: Int(ldb), transB: transB,
+                           c: c, ldc: Int(ldc), accumulate: beta == 1, threads: sgemmThreads)
         return
     }
-    let workers = min(sgemmThreads, blocks)
-    DispatchQueue.concurrentPerform(iterations: workers) { w in
-        for blk in stride(from: w, to: blocks, by: workers) {
-            let j0 = blk * sgemmColumnBlock, width = min(sgemmColumnBlock, Int(n) - j0)
-            // Column j of op(B) starts at b + j (no transpose) or at row j of B (transposed).
-            let bj = transB ? b + j0 * Int(ldb) : b + j0
-            cblas_sgemm(CblasRowMajor, ta, tb, m, Int32(width), k, alpha, a, lda, bj, ldb, beta, c + j0, ldc)
-        }
-    }
+    cblas_sgemm(CblasRowMajor, transA ? CblasTrans : CblasNoTrans, transB ? CblasTrans : CblasNoTrans,
+                m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
 }
 
 let matMulPreparers: [String: KernelPreparer] = ["Gemm": prepareGemm, "MatMul": prepareMatMul]
@@ -57,14 +42,16 @@ private func prepareGemm(_ spec: NodeSpec) throws -> Kernel {
     let alpha = try spec.float("alpha", default: 1), beta = try spec.float("beta", default: 1)
     let ta = try spec.int("transA", default: 0), tb = try spec.int("transB", default: 0)
     guard [0, 1].contains(ta), [0, 1].contains(tb) else { throw OpFailure("transA and transB must be 0 or 1") }
+    let weight = spec.claimInPlace(1)
     return { inputs in
-        [try gemm(try arg(inputs, 0), try arg(inputs, 1), optionalArg(inputs, 2), alpha: alpha, beta: beta, transA: ta == 1, transB: tb == 1)]
+        [try gemm(try arg(inputs, 0), try FloatInput.of(inputs, 1, claimed: weight, "input B"), optionalArg(inputs, 2),
+                  alpha: alpha, beta: beta, transA: ta == 1, transB: tb == 1)]
     }
 }
 
 /// Y = alpha * op(A) op(B) + beta * C, C broadcast unidirectionally to [M, N].
-func gemm(_ av: ONNXValue, _ bv: ONNXValue, _ cv: ONNXValue?, alpha: Float, beta: Float, transA: Bool, transB: Bool) throws -> ONNXValue {
-    let a = try requireFloats(av, "input A"), b = try requireFloats(bv, "input B")
+func gemm(_ av: ONNXValue, _ bv: FloatInput, _ cv: ONNXValue?, alpha: Float, beta: Float, transA: Bool, transB: Bool) throws -> ONNXValue {
+    let a = try requireFloats(av, "input A")
     guard av.shape.count == 2, bv.shape.count == 2 else { throw OpFailure("inputs A \(av.shape) and B \(bv.shape) must be matrices") }
     let (m, k) = transA ? (av.shape[1], av.shape[0]) : (av.shape[0], av.shape[1])
     let (k2, n) = transB ? (bv.shape[1], bv.shape[0]) : (bv.shape[0], bv.shape[1])
@@ -84,10 +71,10 @@ func gemm(_ av: ONNXValue, _ bv: ONNXValue, _ cv: ONNXValue?, alpha: Float, beta
     let (mi, ni, ki) = (try blasInt(m), try blasInt(n), try blasInt(k))
     let lda = try blasInt(av.shape[1]), ldb = try blasInt(bv.shape[1])
     a.withUnsafeBufferPointer { ap in
-        b.withUnsafeBufferPointer { bp in
+        bv.withFloats { bp in
             y.withUnsafeMutableBufferPointer { yp in
                 sgemm(transA: transA, transB: transB, m: mi, n: ni, k: ki, alpha: alpha, a: ap.baseAddress!, lda: lda,
-                      b: bp.baseAddress!, ldb: ldb, beta: 1, c: yp.baseAddress!, ldc: ni)
+                      b: bp, ldb: ldb, beta: 1, c: yp.baseAddress!, ldc: ni)
             }
         }
     }

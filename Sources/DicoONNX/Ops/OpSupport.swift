@@ -11,6 +11,40 @@ struct OpFailure: Error, CustomStringConvertible {
     var description: String { message }
 }
 
+/// The input positions a preparer reads in place (a reference, so the preparer can record them).
+final class ClaimedInputs {
+    var positions = Set<Int>()
+}
+
+/// A float32 kernel operand: an interpreter value's elements, or an aligned float32
+/// initializer in its mapped file (read in place).
+struct FloatInput {
+    let shape: [Int]
+    private let value: [Float]?
+    private let file: TensorData?
+
+    init(file t: TensorData) { shape = t.shape; value = nil; file = t }
+
+    /// The elements of `v`, or a failure naming `what` and its type.
+    init(_ v: ONNXValue, _ what: String) throws {
+        shape = v.shape
+        value = try requireFloats(v, what)
+        file = nil
+    }
+
+    /// `claimed` when the preparer claimed the input, else input `k` as a value.
+    static func of(_ inputs: [ONNXValue?], _ k: Int, claimed: FloatInput?, _ what: String) throws -> FloatInput {
+        if let claimed { return claimed }
+        return try FloatInput(try arg(inputs, k), what)
+    }
+
+    /// Calls `body` with a pointer to the elements, valid inside it.
+    func withFloats<R>(_ body: (UnsafePointer<Float>) throws -> R) rethrows -> R {
+        if let file { return try body(file.bytes.baseAddress!.assumingMemoryBound(to: Float.self)) }
+        return try value!.withUnsafeBufferPointer { try body($0.baseAddress!) }
+    }
+}
+
 /// Runs one node: its inputs by position (nil for an omitted optional input) to its outputs
 /// by position (as many as the node declares).
 typealias Kernel = ([ONNXValue?]) throws -> [ONNXValue]
@@ -25,6 +59,22 @@ struct NodeSpec {
     let opset: Int
     /// Values of inputs known statically, by input position.
     let constants: [Int: ONNXValue]
+    /// Float32 initializers the interpreter keeps in their mapped file (`convertWeightsOnUse`),
+    /// by input position: a preparer may `claimInPlace` one and read it there.
+    var fileConstants: [Int: TensorData] = [:]
+    /// The positions a preparer claimed; the interpreter passes nil for them at run time.
+    let claimed = ClaimedInputs()
+
+    /// Input `k` as a float32 operand read in place from its mapped file, if the interpreter
+    /// holds it there as aligned float32 (else nil, and the kernel gets it as a value). The
+    /// kernel then reads it with no conversion copy: the import proof's one run touches each
+    /// weight once, where a copy would cost as much as the convolution reading it.
+    func claimInPlace(_ k: Int) -> FloatInput? {
+        guard let t = fileConstants[k], t.dtype == .f32, t.quantization == nil,
+              let base = t.bytes.baseAddress, Int(bitPattern: base) % MemoryLayout<Float>.alignment == 0 else { return nil }
+        claimed.positions.insert(k)
+        return FloatInput(file: t)
+    }
 
     /// Fails unless every attribute is one of `names` (the op's attributes in this opset):
     /// an attribute we do not know could change the result.
