@@ -60,7 +60,7 @@ let package = Package(
         // Imports CONNXProto only to build malformed models in memory (no Python needed).
         .testTarget(name: "DicoONNXTests", dependencies: ["DicoTestSupport", "DicoONNX", "DicoCore", "DicoSafetensors", "CONNXProto", "CProtobufC"]),
         .testTarget(name: "ONNXImportTests", dependencies: ["DicoTestSupport", "DicoConversion", "DicoVerify", "DicoONNX", "DicoModel", "DicoRuntime", "DicoIR", "DicoSafetensors", "DicoCore"]),
-        .testTarget(name: "DicoONNXInterpreterTests", dependencies: ["DicoONNX", "DicoRuntime", "DicoModel", "DicoSafetensors", "DicoCore"]),
+        .testTarget(name: "DicoONNXInterpreterTests", dependencies: ["DicoTestSupport", "DicoONNX", "DicoRuntime", "DicoModel", "DicoSafetensors", "DicoCore"]),
         .testTarget(name: "DicoVerifyTests", dependencies: ["DicoTestSupport", "DicoVerify", "DicoConversion", "DicoRuntime", "DicoModel", "DicoSafetensors", "DicoCore"]),
         // DicoFormat for its CRC-32 only (to damage files consistently); the tool runs as a real process.
         .testTarget(name: "CLITests", dependencies: ["DicoTestSupport", "DicoSafetensors", "DicoCore", "DicoFormat"]),

@@ -1,3 +1,4 @@
+import DicoTestSupport
 import XCTest
 import DicoCore
 import DicoModel
@@ -48,22 +49,18 @@ final class ONNXExportTests: XCTestCase {
         return r
     }
 
-    func relL2(_ a: [Float], _ b: [Float]) -> Double {
-        relativeL2(a.map(Double.init), b.map(Double.init))
-    }
-
     func check(_ export: String, _ ref: Reference, file: StaticString = #filePath, line: UInt = #line) throws {
         let model = try ONNXModel.load(path: "\(fixtures)/\(export)")
         let out = try ONNXInterpreter(model: model).run(ref.inputs)
         let y = try XCTUnwrap(out["out"], file: file, line: line)
         XCTAssertEqual(y.shape, ref.outShape, "\(export) at x \(ref.x.shape)", file: file, line: line)
         guard y.shape == ref.outShape else { return }
-        let err = relL2(y.floats!, ref.out)
+        let err = relativeL2(y.floats!, ref.out)
         var ortNote = ""
         if let ort = ref.ort[export] {
             // onnxruntime on the same graph and inputs: the interpreter should be closer to it
             // than either is to PyTorch eager (what differs is the export, not the kernels).
-            let e = relL2(y.floats!, ort)
+            let e = relativeL2(y.floats!, ort)
             ortNote = ", vs onnxruntime \(String(format: "%.2e", e))"
             XCTAssertLessThanOrEqual(e, tolerance, "\(export) vs onnxruntime", file: file, line: line)
         }
@@ -116,7 +113,7 @@ final class ONNXExportTests: XCTestCase {
         let x = try ONNXValue(try XCTUnwrap(f.tensor("x"))), ref = try XCTUnwrap(f.tensor("out"))
         let out = try ONNXInterpreter(model: try ONNXModel.load(path: "\(fixtures)/convnet.onnx")).runOrdered(["x": x])
         XCTAssertEqual(out[0].shape, ref.shape)
-        XCTAssertLessThanOrEqual(relL2(out[0].floats!, ref.floats()), tolerance)
+        XCTAssertLessThanOrEqual(relativeL2(out[0].floats!, ref.floats()), tolerance)
     }
 
     /// The interpreter on the opset 17 export agrees with the IR executor on the safetensors
@@ -133,7 +130,7 @@ final class ONNXExportTests: XCTestCase {
         start = monotonicSeconds()
         let b = try exec.run(host)[0].floats!
         let tExec = monotonicSeconds() - start
-        XCTAssertLessThanOrEqual(relL2(a, b), tolerance)
+        XCTAssertLessThanOrEqual(relativeL2(a, b), tolerance)
         print("tiny DiCo x \(ref.x.shape): ONNX interpreter \(String(format: "%.1f", tInterp * 1e3)) ms, IR executor \(String(format: "%.1f", tExec * 1e3)) ms")
     }
 

@@ -1,3 +1,4 @@
+import DicoTestSupport
 import Foundation
 import XCTest
 import DicoCore

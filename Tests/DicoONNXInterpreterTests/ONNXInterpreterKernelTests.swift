@@ -1,4 +1,5 @@
 #if canImport(Glibc)
+import DicoTestSupport
 import Glibc
 #endif
 import XCTest

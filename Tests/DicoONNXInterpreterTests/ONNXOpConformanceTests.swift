@@ -1,3 +1,4 @@
+import DicoTestSupport
 import Foundation
 import XCTest
 import DicoCore
@@ -5,8 +6,7 @@ import DicoONNX
 import DicoSafetensors
 
 /// The repository's Fixtures/ folder.
-let fixtures = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
-    .appendingPathComponent("Fixtures").path
+let fixtures = fixturesDirectory
 
 /// One case of Fixtures/onnx_op_cases.safetensors (made by Fixtures/make_onnx_op_cases.py).
 struct OpCase {
@@ -76,16 +76,6 @@ func buildModel(_ c: OpCase, _ file: OpCaseTensors) throws -> (ONNXModel, [Strin
     let model = ONNXModel(path: "onnx_op_cases/\(c.name).onnx", irVersion: 8, opsetImports: ["": c.opset], producerName: "test",
                           producerVersion: "0", graph: graph)
     return (model, feeds)
-}
-
-/// ||a - b|| / ||b|| in Double (0 when both are zero).
-func relativeL2(_ a: [Double], _ b: [Double]) -> Double {
-    var num = 0.0, den = 0.0
-    for i in a.indices {
-        num += (a[i] - b[i]) * (a[i] - b[i])
-        den += b[i] * b[i]
-    }
-    return den == 0 ? num.squareRoot() : (num / den).squareRoot()
 }
 
 /// The elements of a value as Double (bool as 0/1), for comparisons.
