@@ -134,6 +134,20 @@ struct GenericONNXReport {
         Dictionary(graph.initializers.map { ($0.tensor.dtype.safetensorsName, 1) }, uniquingKeysWith: +).sorted { $0.key < $1.key }
     }
 
+    /// Whether the ONNX interpreter takes the graph (every op, opset and attribute known), and
+    /// the exporter patterns it runs as one kernel; or why it does not take it.
+    var interpreter: Result<[(String, Int)], DicoError> {
+        // Weights converted on use: building the interpreter then reads no weight.
+        do {
+            let i = try ONNXInterpreter(model: model.onnx, convertWeightsOnUse: true)
+            return .success(i.fusions.map { ($0.key.rawValue, $0.value) }.sorted { $0.0 < $1.0 })
+        } catch let e as DicoError {
+            return .failure(e)
+        } catch {
+            return .failure(DicoError(.internalError, "\(error)"))
+        }
+    }
+
     static func describe(_ v: ONNXValueInfo) -> String {
         let dims = v.shape.map { "[" + $0.map { d -> String in
             switch d {
@@ -158,6 +172,12 @@ struct GenericONNXReport {
             "bytes:       " + bytesByDType.map { "\($0.0) \(grouped($0.1))" }.joined(separator: ", "),
             "nodes:       \(graph.nodes.count) (" + opCounts.map { "\($0.0) \($0.1)" }.joined(separator: ", ") + ")",
         ]
+        switch interpreter {
+        case .success(let fusions):
+            lines.append("interpreter: runs it" + (fusions.isEmpty ? "" : "; fused: " + fusions.map { "\($0.0) \($0.1)" }.joined(separator: ", ")))
+        case .failure(let e):
+            lines.append("interpreter: cannot run it: \(e.message)")
+        }
         if let p = model.provenance { lines.append("provenance:  \(p.serialized())") }
         lines.append("note:        \(model.note)")
         return lines.joined(separator: "\n")
@@ -179,6 +199,12 @@ struct GenericONNXReport {
             ("ops", .object(opCounts.map { ($0.0, .integer($0.1)) })),
             ("notes", .array([.string(model.note)])),
         ]
+        switch interpreter {
+        case .success(let fusions):
+            members.append(("interpreter", .object([("runs", .bool(true)), ("fusions", .object(fusions.map { ($0.0, .integer($0.1)) }))])))
+        case .failure(let e):
+            members.append(("interpreter", .object([("runs", .bool(false)), ("error", .string(e.message))])))
+        }
         if let p = model.provenance { members.append(("provenance", p)) }
         return JSONValue.object(members).serialized()
     }

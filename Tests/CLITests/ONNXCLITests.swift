@@ -48,6 +48,11 @@ final class ONNXCLITests: CLITestCase {
         XCTAssertTrue(inspect.stdout.contains("model:       not DiCo"), inspect.stdout)
         XCTAssertTrue(inspect.stdout.contains("Conv 2"), inspect.stdout)
         XCTAssertTrue(inspect.stdout.contains("DiCo recognition and graph passes do not apply"), inspect.stdout)
+        // Every op of the graph is one the interpreter implements (convnet has no exporter
+        // pattern it fuses, so the line ends there).
+        XCTAssertTrue(inspect.stdout.contains("interpreter: runs it\n"), inspect.stdout)
+        let json = try dicoConvert(["inspect", fixture("convnet.onnx"), "--json"])
+        XCTAssertTrue(json.stdout.contains("\"interpreter\":{\"runs\":true,\"fusions\":{}}"), json.stdout)
         let result = "\(outDir!)/out.safetensors"
         let run = try dicoConvert(["run", fixture("convnet.onnx"), "--input", fixture("convnet_ref.safetensors"), "--output", result])
         XCTAssertEqual(run.status, 0, run.stderr)
