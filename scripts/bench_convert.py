@@ -8,8 +8,9 @@ Builds dico-convert (release), writes synthetic preset weights into bench-out/ i
 warms the page cache, then per round: `cp IN bench-out/copy.bin` and each conversion. Prints
 median wall time, the peak RSS of each conversion (from wait4), and the ratio to the copy.
 With --onnx (an export of the same weights, e.g. by scripts/export_dico_onnx.py), each round
-also converts it to int8 and `inspect`s both files (import: parse, recognize, and for ONNX the
-canonicalization proof), printed with the ratio to the safetensors path.
+also converts it to int8 and `inspect`s both files (import: parse and recognize), and runs
+`inspect --prove` on the ONNX file (import with the canonicalization proof that conversion and
+`run` make), each printed with the ratio to the safetensors path.
 """
 import argparse, os, statistics, subprocess, time, datetime, platform
 
@@ -47,12 +48,13 @@ def main():
             pass
     copy_path = os.path.join(OUT, "copy.bin")
     copies, runs = [], {p: [] for p in args.precisions.split(",")}
-    imports = {"safetensors": [], "onnx": []}
+    imports = {"safetensors": [], "onnx": [], "onnx-proven": []}
     onnx_int8 = []
     for _ in range(args.rounds):
         if args.onnx:
             imports["safetensors"].append(timed([BIN, "inspect", model]))
             imports["onnx"].append(timed([BIN, "inspect", args.onnx]))
+            imports["onnx-proven"].append(timed([BIN, "inspect", "--prove", args.onnx]))
             onnx_int8.append(timed([BIN, args.onnx, os.path.join(OUT, "onnx-int8.dico"), "--int8", "--force", "--quiet"]))
         copies.append(timed(["cp", model, copy_path])[0])
         os.remove(copy_path)
@@ -80,6 +82,9 @@ def main():
         a, b = imports["safetensors"], imports["onnx"]
         ta, tb = statistics.median(x[0] for x in a), statistics.median(x[0] for x in b)
         print(f"| import (`inspect`) | {ta:.2f} | {max(x[1] for x in a):.0f} | {tb:.2f} | {max(x[1] for x in b):.0f} | {tb / ta:.2f} |")
+        p = imports["onnx-proven"]
+        tp = statistics.median(x[0] for x in p)
+        print(f"| import with the proof (`inspect --prove`) | {ta:.2f} | {max(x[1] for x in a):.0f} | {tp:.2f} | {max(x[1] for x in p):.0f} | {tp / ta:.2f} |")
         if st is not None:
             to = statistics.median(x[0] for x in onnx_int8)
             print(f"| convert --int8 | {st:.2f} | {max(x[1] for x in runs['int8']):.0f} | {to:.2f} | {max(x[1] for x in onnx_int8):.0f} | {to / st:.2f} |")
