@@ -19,7 +19,16 @@ import DicoIR
 public enum DicoFormatInfo {
     public static let magic: [UInt8] = [0x89, 0x44, 0x49, 0x43, 0x4F, 0x0D, 0x0A, 0x1A]
     public static let major: UInt16 = 1
-    public static let minor: UInt16 = 0
+    /// The minor version this writer knows up to; a file is stamped with the lowest minor
+    /// version that has every op its graph holds (`minor(for:)`).
+    public static let minor: UInt16 = 1
+
+    /// The minor version a file holding `graph` is stamped with: 1 if it uses an op added in
+    /// 1.1 (`GraphJSON.formatMinor`), else 0, so a graph of 1.0 ops (every `--no-optimize`
+    /// conversion) is written exactly as before and a 1.0 reader can tell a file it cannot run.
+    public static func minor(for graph: Graph) -> UInt16 {
+        graph.nodes.map { GraphJSON.formatMinor($0.op) }.max() ?? 0
+    }
     /// Alignment of the data section and of every tensor in it.
     public static let alignment = 64
     public static let headerOffset = 64
@@ -163,7 +172,7 @@ public enum DicoWriter {
         var prefix = [UInt8](repeating: 0, count: 64)
         prefix.replaceSubrange(0..<8, with: DicoFormatInfo.magic)
         put(&prefix, 8, UInt64(DicoFormatInfo.major), 2)
-        put(&prefix, 10, UInt64(DicoFormatInfo.minor), 2)
+        put(&prefix, 10, UInt64(DicoFormatInfo.minor(for: graph)), 2)
         put(&prefix, 12, 0, 4)
         put(&prefix, 16, UInt64(DicoFormatInfo.headerOffset), 8)
         put(&prefix, 24, UInt64(headerLength), 8)
@@ -198,7 +207,7 @@ public enum DicoWriter {
             return .object(m)
         }
         let root: JSONValue = .object([
-            ("format", .string("dico")), ("version", .array([.integer(Int(DicoFormatInfo.major)), .integer(Int(DicoFormatInfo.minor))])),
+            ("format", .string("dico")), ("version", .array([.integer(Int(DicoFormatInfo.major)), .integer(Int(DicoFormatInfo.minor(for: graph)))])),
             ("model", model), ("graph", GraphJSON.encode(graph)), ("tensors", .array(table)), ("provenance", provenance),
         ])
         return root.serialized()

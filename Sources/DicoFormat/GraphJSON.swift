@@ -47,6 +47,15 @@ public enum GraphJSON {
         }
     }
 
+    /// The minor format version that added `op` (Formats/DICO.md, op table).
+    static func formatMinor(_ op: Op) -> UInt16 {
+        switch op {
+        case .conv2dGatedAdd, .channelAttention: return 1
+        case .conv2d, .conv2dActivation, .linear, .channelLayerNorm, .layerNormModulate, .modulate, .gatedAdd, .gelu, .silu, .sigmoid,
+             .globalAvgPool, .mul, .add, .slice, .concat, .pixelShuffle, .pixelUnshuffle, .embedding, .timestepEmbedding: return 0
+        }
+    }
+
     /// Decodes one op from its name and attributes.
     /// - Throws: a message (without the file name) naming the node and the problem.
     static func decodeOp(_ name: String, _ attrs: [(key: String, value: JSONValue)], node: String) throws -> Op {
