@@ -31,8 +31,26 @@ typealias TileEpilogue = (UnsafeMutablePointer<Float>, Int, Int, Int, TilePositi
 /// thread count: OpenBLAS's own threading splits work by thread count and so changes
 /// results in the last bits, while here each tile is one single-threaded sgemm whose
 /// arithmetic is the same however many workers share the tiles.
+///
+/// Wide tiles: each sgemm call packs its rows of A (a conv's weights) again, so narrow tiles
+/// repack the weights once per column tile. Single-threaded sgemm, best of 15 (BENCHMARKS.md):
+/// 832x1024x832 runs at 75 GFLOP/s in 416x256 tiles, 79 in 416x512, 81 in 416x1024.
 let gemmMaxRowTile = 512
-let gemmMaxColTile = 256
+let gemmMaxColTile = 1024
+/// Tiles are halved (the wider side first, not below 64) until a problem has this many, so
+/// that a batch-1 conv still keeps a few workers busy.
+let gemmMinTiles = 4
+
+/// The row and column tile sizes of `p`'s grid (a function of the problem only).
+func gemmTiles(_ p: GemmProblem) -> (rows: Int, cols: Int) {
+    var maxRow = gemmMaxRowTile, maxCol = gemmMaxColTile
+    while true {
+        let r = tileSize(p.m, max: maxRow), c = tileSize(p.n, max: maxCol)
+        let tiles = p.batch * ((p.m + r - 1) / r) * ((p.n + c - 1) / c)
+        if tiles >= gemmMinTiles || (r <= 64 && c <= 64) { return (r, c) }
+        if c >= r && c > 64 { maxCol = c / 2 } else { maxRow = r / 2 }
+    }
+}
 
 /// Splits `extent` into ceil(extent / maxTile) near-equal tiles (rounded up to a multiple
 /// of 16, the kernels' register-block width), so workers get balanced shares.
@@ -45,7 +63,7 @@ func tileSize(_ extent: Int, max maxTile: Int) -> Int {
 /// Runs `p` as a grid of single-threaded OpenBLAS sgemm calls, `threads` workers at a time.
 /// `epilogue`, if given, runs on each finished tile while it is in cache.
 func gemm(_ p: GemmProblem, threads: Int, epilogue: TileEpilogue? = nil) {
-    let gemmRowTile = tileSize(p.m, max: gemmMaxRowTile), gemmColTile = tileSize(p.n, max: gemmMaxColTile)
+    let (gemmRowTile, gemmColTile) = gemmTiles(p)
     let mt = (p.m + gemmRowTile - 1) / gemmRowTile, nt = (p.n + gemmColTile - 1) / gemmColTile
     let tiles = p.batch * mt * nt
     guard tiles > 0, p.k >= 0 else { return }
