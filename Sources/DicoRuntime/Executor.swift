@@ -244,7 +244,11 @@ public final class Executor: @unchecked Sendable {
             let (n, cin, h, wd) = (s[0], s[1], s[2], s[3])
             let (cout, kh, kw) = (w[0], w[2], w[3])
             if kh == 1, kw == 1, stride == 1, padding == 0, groups == 1 {
-                conv1x1Kernel(x: x(0), w: x(1), bias: opt(2), y: out, batch: n, cin: cin, cout: cout, pixels: h * wd, threads: threads, epilogue: epilogue)
+                let sc = conv1x1ScratchCount(batch: n, cin: cin, cout: cout, pixels: h * wd)
+                let scratch = sc > 0 ? pool.take(sc) : nil
+                defer { if let scratch { pool.give(scratch, sc) } }
+                conv1x1Kernel(x: x(0), w: x(1), bias: opt(2), y: out, batch: n, cin: cin, cout: cout, pixels: h * wd, threads: threads, epilogue: epilogue,
+                              scratch: scratch)
             } else if kh == 3, kw == 3, stride == 1, padding == 1, groups == cin, cout == cin {
                 depthwise3x3Kernel(x: x(0), w: x(1), bias: opt(2), y: out, batch: n, channels: cin, height: h, width: wd, threads: threads, epilogue: epilogue)
             } else {

@@ -60,11 +60,14 @@ final class KernelTests: XCTestCase {
     let sumTolerance = 1e-6
 
     func testConvolutionsMatchDirectReference() throws {
-        // (x shape, w shape, stride, padding, groups, bias): covers the 1x1 GEMM path (with
-        // pixels > 1 and the pooled pixels == 1 case), the depthwise 3x3 path (including
+        // (x shape, w shape, stride, padding, groups, bias): covers the 1x1 GEMM path (small
+        // images batched into one GEMM, one image, images of 256 pixels or more one by one,
+        // and the pooled pixels == 1 case), the depthwise 3x3 path (including
         // widths 1 and 2 at the edges) and the im2col path (stride 2, no padding, groups).
         let cases: [([Int], [Int], Int, Int, Int, Bool)] = [
             ([2, 6, 5, 7], [5, 6, 1, 1], 1, 0, 1, true),
+            ([1, 6, 5, 7], [5, 6, 1, 1], 1, 0, 1, true),
+            ([2, 3, 16, 17], [4, 3, 1, 1], 1, 0, 1, false),
             ([3, 6, 1, 1], [4, 6, 1, 1], 1, 0, 1, true),
             ([2, 6, 5, 7], [6, 1, 3, 3], 1, 1, 6, true),
             ([1, 3, 4, 1], [3, 1, 3, 3], 1, 1, 3, true),
@@ -111,7 +114,7 @@ final class KernelTests: XCTestCase {
     /// inp + gate * conv(x) within `sumTolerance`.
     func testConvGatedAddEqualsConvThenGatedAdd() throws {
         let cases: [([Int], [Int], Int, Int, Int)] = [
-            ([2, 6, 5, 7], [5, 6, 1, 1], 1, 0, 1), ([3, 6, 1, 1], [4, 6, 1, 1], 1, 0, 1),
+            ([2, 6, 5, 7], [5, 6, 1, 1], 1, 0, 1), ([2, 3, 16, 17], [4, 3, 1, 1], 1, 0, 1), ([3, 6, 1, 1], [4, 6, 1, 1], 1, 0, 1),
             ([2, 6, 5, 7], [6, 1, 3, 3], 1, 1, 6), ([1, 4, 7, 6], [3, 4, 3, 3], 2, 1, 1), ([2, 4, 7, 6], [6, 2, 3, 3], 1, 0, 2),
         ]
         for (xs, ws, s, p, g) in cases {

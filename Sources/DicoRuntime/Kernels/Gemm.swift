@@ -159,12 +159,45 @@ func linearKernel(x: UnsafePointer<Float>, w: UnsafePointer<Float>, bias: Unsafe
                      bias: bias, biasPerColumn: true), threads: threads, epilogue: tiles)
 }
 
-/// 1x1 convolution per image: Y_n[Cout,HW] = W[Cout,Cin] X_n[Cin,HW] + b.
+/// Images with fewer pixels than this go through one GEMM for the whole batch: a
+/// per-image GEMM of DiCo-XL's 8x8 level is only 64 columns wide, and sgemm repacks the
+/// weights for every call. Single-threaded, best of 15 (BENCHMARKS.md): 1664x1664 weights on
+/// two 64-pixel images take 0.86x the time as one 128-column GEMM, copies included, 3328x1664
+/// 0.80x; at 256 pixels the two are within 2%, so the copies are not worth making there.
+let conv1x1BatchedBelowPixels = 256
+
+/// The scratch floats `conv1x1Kernel` needs (0 when it runs image by image).
+func conv1x1ScratchCount(batch: Int, cin: Int, cout: Int, pixels: Int) -> Int {
+    batch > 1 && pixels > 1 && pixels < conv1x1BatchedBelowPixels ? (cin + cout) * batch * pixels : 0
+}
+
+/// 1x1 convolution: Y_n[Cout,HW] = W[Cout,Cin] X_n[Cin,HW] + b, image by image, or for
+/// small images as one GEMM over the batch's pixels side by side (`scratch` holds
+/// `conv1x1ScratchCount` floats): the inputs are gathered into [Cin, N*HW], and the
+/// [Cout, N*HW] product is scattered back to NCHW with the epilogue applied on the way.
 func conv1x1Kernel(x: UnsafePointer<Float>, w: UnsafePointer<Float>, bias: UnsafePointer<Float>?, y: UnsafeMutablePointer<Float>,
-                   batch: Int, cin: Int, cout: Int, pixels: Int, threads: Int, epilogue: ConvEpilogue = .none) {
+                   batch: Int, cin: Int, cout: Int, pixels: Int, threads: Int, epilogue: ConvEpilogue = .none,
+                   scratch: UnsafeMutablePointer<Float>? = nil) {
     if pixels == 1 {
         // A pooled [N,C,1,1] input is a plain linear layer over the batch.
         linearKernel(x: x, w: w, bias: bias, y: y, rows: batch, inFeatures: cin, outFeatures: cout, threads: threads, epilogue: epilogue)
+        return
+    }
+    if let scratch, conv1x1ScratchCount(batch: batch, cin: cin, cout: cout, pixels: pixels) > 0 {
+        let cols = batch * pixels
+        let xs = scratch, ys = scratch + cin * cols
+        parallelRanges(cin, threads: threads) { r in
+            for ci in r { for n in 0..<batch { (xs + ci * cols + n * pixels).update(from: x + (n * cin + ci) * pixels, count: pixels) } }
+        }
+        gemm(GemmProblem(m: cout, n: cols, k: cin, a: w, lda: cin, strideA: 0, b: xs, ldb: cols, strideB: 0, transB: false,
+                         c: ys, ldc: cols, strideC: 0, bias: bias), threads: threads)
+        parallelRanges(batch * cout, threads: threads) { r in
+            for nc in r {
+                let n = nc / cout, c = nc % cout, dst = y + nc * pixels
+                dst.update(from: ys + c * cols + n * pixels, count: pixels)
+                epilogue.apply(dst, count: pixels, image: n, channel: c, pixel: 0, channels: cout, pixels: pixels)
+            }
+        }
         return
     }
     gemm(GemmProblem(m: cout, n: pixels, k: cin, a: w, lda: cin, strideA: 0,
