@@ -33,7 +33,7 @@ typealias TileEpilogue = (UnsafeMutablePointer<Float>, Int, Int, Int, TilePositi
 /// arithmetic is the same however many workers share the tiles.
 ///
 /// Wide tiles: each sgemm call packs its rows of A (a conv's weights) again, so narrow tiles
-/// repack the weights once per column tile. Single-threaded sgemm, best of 15 (BENCHMARKS.md):
+/// repack the weights once per column tile. Single-threaded sgemm, best of 15 (scripts/bench_gemm_tiles.c):
 /// 832x1024x832 runs at 75 GFLOP/s in 416x256 tiles, 79 in 416x512, 81 in 416x1024.
 let gemmMaxRowTile = 512
 let gemmMaxColTile = 1024
@@ -161,7 +161,7 @@ func linearKernel(x: UnsafePointer<Float>, w: UnsafePointer<Float>, bias: Unsafe
 
 /// Images with fewer pixels than this go through one GEMM for the whole batch: a
 /// per-image GEMM of DiCo-XL's 8x8 level is only 64 columns wide, and sgemm repacks the
-/// weights for every call. Single-threaded, best of 15 (BENCHMARKS.md): 1664x1664 weights on
+/// weights for every call. Single-threaded, best of 15 (scripts/bench_gemm_tiles.c): 1664x1664 weights on
 /// two 64-pixel images take 0.86x the time as one 128-column GEMM, copies included, 3328x1664
 /// 0.80x; at 256 pixels the two are within 2%, so the copies are not worth making there.
 let conv1x1BatchedBelowPixels = 256
