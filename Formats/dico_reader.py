@@ -45,6 +45,14 @@ MAJOR = 1
 MINOR = 1
 # Prefix flag bit 0: the file holds a generic ONNX graph (`onnx_graph`), from version 1.1.
 FLAG_ONNX_GRAPH = 1
+# The op table of Formats/DICO.md: 1.0, then the fusions added in 1.1. A node with any other
+# op is refused (naming it) rather than skipped: the graph would compute something else.
+OPS = frozenset({
+    "conv2d", "conv2d_activation", "linear", "channel_layer_norm", "modulate", "layer_norm_modulate", "gated_add",
+    "gelu", "silu", "sigmoid", "global_avg_pool", "mul", "add", "slice", "concat", "pixel_shuffle", "pixel_unshuffle",
+    "embedding", "timestep_embedding",
+    "conv2d_gated_add", "channel_attention",
+})
 PREFIX_SIZE = 64
 HEADER_OFFSET = 64
 ALIGNMENT = 64
@@ -403,6 +411,8 @@ class DicoModel:
                     or not isinstance(node.get("inputs"), list) or not isinstance(node.get("attrs", {}), dict):
                 raise self._bad(f"node {n} needs 'op', 'name', 'inputs' and a valid 'output'")
             what = f"node '{node['name']}'"
+            if node["op"] not in OPS:
+                raise self._bad(f"{what}: unknown op {json.dumps(node['op'])}")
             for k in node["inputs"]:
                 if ref(k, what) not in ready:
                     raise self._bad(f"{what} uses value {k} '{values[k]['name']}' before it is computed (nodes are not in topological order)")

@@ -20,12 +20,21 @@ import DicoONNX
 public enum DicoFormatInfo {
     public static let magic: [UInt8] = [0x89, 0x44, 0x49, 0x43, 0x4F, 0x0D, 0x0A, 0x1A]
     public static let major: UInt16 = 1
-    public static let minor: UInt16 = 0
-    /// The minor version of files holding a generic ONNX graph (DiCo files stay 1.0).
+    /// The minor version this writer knows up to; a file is stamped with the lowest minor
+    /// version that has everything it holds (`minor(for:)`, `onnxGraphMinor`).
+    public static let minor: UInt16 = 1
+    /// The minor version of files holding a generic ONNX graph.
     public static let onnxGraphMinor: UInt16 = 1
     /// Prefix flag bit 0: the file's graph is an ONNX graph (`onnx_graph`, not `graph`). A 1.0
     /// reader rejects unknown flags, so it refuses such a file instead of misreading it.
     public static let onnxGraphFlag: UInt32 = 1
+
+    /// The minor version a file holding `graph` is stamped with: 1 if it uses an op added in
+    /// 1.1 (`GraphJSON.formatMinor`), else 0, so a graph of 1.0 ops (every `--no-optimize`
+    /// conversion) is written exactly as before and a 1.0 reader can tell a file it cannot run.
+    public static func minor(for graph: Graph) -> UInt16 {
+        graph.nodes.map { GraphJSON.formatMinor($0.op) }.max() ?? 0
+    }
     /// Alignment of the data section and of every tensor in it.
     public static let alignment = 64
     public static let headerOffset = 64
@@ -101,13 +110,18 @@ public enum DicoWriter {
                   progress: progress, finalProvenance: finalProvenance, beforeCommit: beforeCommit)
     }
 
-    /// What a file's graph is: a DiCo IR graph (version 1.0, flags 0: byte-identical to the
-    /// files written before generic graphs existed) or an ONNX graph (version 1.1, flag bit 0).
+    /// What a file's graph is: a DiCo IR graph (flags 0; version 1.0, byte-identical to the
+    /// files written before, unless it uses a 1.1 op) or an ONNX graph (version 1.1, flag bit 0).
     enum Section {
         case dico(Graph)
         case onnx(ONNXModel)
 
-        var minor: UInt16 { if case .onnx = self { return DicoFormatInfo.onnxGraphMinor }; return DicoFormatInfo.minor }
+        var minor: UInt16 {
+            switch self {
+            case let .dico(g): return DicoFormatInfo.minor(for: g)
+            case .onnx: return DicoFormatInfo.onnxGraphMinor
+            }
+        }
         var flags: UInt32 { if case .onnx = self { return DicoFormatInfo.onnxGraphFlag }; return 0 }
         /// The tensors the graph refers to by name.
         var tensorNames: [String] {

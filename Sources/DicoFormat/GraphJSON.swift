@@ -34,7 +34,8 @@ public enum GraphJSON {
     /// The op's attributes as JSON (exhaustive: a new op must say what it stores).
     static func attributes(_ op: Op) -> [(key: String, value: JSONValue)] {
         switch op {
-        case let .conv2d(stride, padding, groups): return [("stride", .integer(stride)), ("padding", .integer(padding)), ("groups", .integer(groups))]
+        case let .conv2d(stride, padding, groups), let .conv2dGatedAdd(stride, padding, groups):
+            return [("stride", .integer(stride)), ("padding", .integer(padding)), ("groups", .integer(groups))]
         case let .conv2dActivation(stride, padding, groups, act):
             return [("stride", .integer(stride)), ("padding", .integer(padding)), ("groups", .integer(groups)), ("activation", .string(act.rawValue))]
         case let .channelLayerNorm(eps), let .layerNormModulate(eps): return [("eps", .number(floatLiteral(eps)))]
@@ -42,7 +43,16 @@ public enum GraphJSON {
         case let .concat(axis): return [("axis", .integer(axis))]
         case let .pixelShuffle(f), let .pixelUnshuffle(f): return [("factor", .integer(f))]
         case let .timestepEmbedding(dim, maxPeriod): return [("dim", .integer(dim)), ("max_period", .number(floatLiteral(maxPeriod)))]
-        case .linear, .modulate, .gatedAdd, .gelu, .silu, .sigmoid, .globalAvgPool, .mul, .add, .embedding: return []
+        case .linear, .modulate, .gatedAdd, .gelu, .silu, .sigmoid, .globalAvgPool, .mul, .add, .embedding, .channelAttention: return []
+        }
+    }
+
+    /// The minor format version that added `op` (Formats/DICO.md, op table).
+    static func formatMinor(_ op: Op) -> UInt16 {
+        switch op {
+        case .conv2dGatedAdd, .channelAttention: return 1
+        case .conv2d, .conv2dActivation, .linear, .channelLayerNorm, .layerNormModulate, .modulate, .gatedAdd, .gelu, .silu, .sigmoid,
+             .globalAvgPool, .mul, .add, .slice, .concat, .pixelShuffle, .pixelUnshuffle, .embedding, .timestepEmbedding: return 0
         }
     }
 
@@ -74,6 +84,8 @@ public enum GraphJSON {
                 throw DicoError(.invalidInput, "node '\(node)' (\(name)): attribute 'activation' is missing or not one of gelu, silu, sigmoid")
             }
             op = .conv2dActivation(stride: try int("stride"), padding: try int("padding"), groups: try int("groups"), activation: act)
+        case "conv2d_gated_add": op = .conv2dGatedAdd(stride: try int("stride"), padding: try int("padding"), groups: try int("groups"))
+        case "channel_attention": op = .channelAttention
         case "linear": op = .linear
         case "channel_layer_norm": op = .channelLayerNorm(eps: try float("eps"))
         case "modulate": op = .modulate

@@ -17,6 +17,14 @@ public enum Op: Hashable, Sendable {
     /// `conv2d` followed by an activation, applied to each output tile while it is in cache
     /// (a fusion). Inputs as `conv2d`.
     case conv2dActivation(stride: Int, padding: Int, groups: Int, activation: Activation)
+    /// `conv2d` whose output feeds a gated residual, inp + gate * (conv(x) + b), computed on
+    /// each output tile while it is in cache (a fusion of `conv2d` and `gatedAdd`). Inputs:
+    /// x, weight, bias [Cout] (required), inp [N,Cout,Ho,Wo], gate [N,Cout].
+    case conv2dGatedAdd(stride: Int, padding: Int, groups: Int)
+    /// DiCo's channel attention x * sigmoid(W mean_HW(x) + b) in one op (a fusion of
+    /// `globalAvgPool`, a 1x1 `conv2d`, `sigmoid` and `mul`). Inputs: x [N,C,H,W],
+    /// weight [C,C,1,1], optional bias [C].
+    case channelAttention
     /// y = x W^T + b. Inputs: x [N,in], weight [out,in], optional bias [out].
     case linear
     /// Layer normalization over the channel axis at every pixel, no affine
@@ -61,6 +69,8 @@ public enum Op: Hashable, Sendable {
         switch self {
         case .conv2d: return "conv2d"
         case .conv2dActivation: return "conv2d_activation"
+        case .conv2dGatedAdd: return "conv2d_gated_add"
+        case .channelAttention: return "channel_attention"
         case .linear: return "linear"
         case .channelLayerNorm: return "channel_layer_norm"
         case .layerNormModulate: return "layer_norm_modulate"
@@ -84,7 +94,8 @@ public enum Op: Hashable, Sendable {
     /// Attributes as `key=value` pairs for the text dump.
     public var attributes: [(String, String)] {
         switch self {
-        case let .conv2d(stride, padding, groups): return [("stride", "\(stride)"), ("padding", "\(padding)"), ("groups", "\(groups)")]
+        case let .conv2d(stride, padding, groups), let .conv2dGatedAdd(stride, padding, groups):
+            return [("stride", "\(stride)"), ("padding", "\(padding)"), ("groups", "\(groups)")]
         case let .conv2dActivation(stride, padding, groups, act):
             return [("stride", "\(stride)"), ("padding", "\(padding)"), ("groups", "\(groups)"), ("activation", act.rawValue)]
         case let .channelLayerNorm(eps), let .layerNormModulate(eps): return [("eps", "\(eps)")]
@@ -92,14 +103,15 @@ public enum Op: Hashable, Sendable {
         case let .concat(axis): return [("axis", "\(axis)")]
         case let .pixelShuffle(f), let .pixelUnshuffle(f): return [("factor", "\(f)")]
         case let .timestepEmbedding(dim, maxPeriod): return [("dim", "\(dim)"), ("max_period", "\(maxPeriod)")]
-        case .linear, .modulate, .gatedAdd, .gelu, .silu, .sigmoid, .globalAvgPool, .mul, .add, .embedding: return []
+        case .linear, .modulate, .gatedAdd, .gelu, .silu, .sigmoid, .globalAvgPool, .mul, .add, .embedding, .channelAttention: return []
         }
     }
 
     /// How many inputs the op takes: (minimum, maximum).
     public var arity: (Int, Int) {
         switch self {
-        case .conv2d, .conv2dActivation, .linear: return (2, 3)
+        case .conv2d, .conv2dActivation, .linear, .channelAttention: return (2, 3)
+        case .conv2dGatedAdd: return (5, 5)
         case .channelLayerNorm, .gelu, .silu, .sigmoid, .globalAvgPool, .slice, .pixelShuffle, .pixelUnshuffle, .timestepEmbedding: return (1, 1)
         case .modulate, .gatedAdd, .layerNormModulate: return (3, 3)
         case .mul, .add, .embedding: return (2, 2)

@@ -38,7 +38,7 @@ public func inferType(_ op: Op, _ ins: [TensorType], node: String) throws -> Ten
     }
 
     switch op {
-    case let .conv2d(stride, padding, groups), let .conv2dActivation(stride, padding, groups, _):
+    case let .conv2d(stride, padding, groups), let .conv2dActivation(stride, padding, groups, _), let .conv2dGatedAdd(stride, padding, groups):
         try rank(0, 4); try rank(1, 4); try float(0); try float(1)
         guard stride >= 1, padding >= 0, groups >= 1 else { throw fail("stride, padding and groups must be positive") }
         let x = ins[0].shape, w = ins[1].shape
@@ -47,7 +47,7 @@ public func inferType(_ op: Op, _ ins: [TensorType], node: String) throws -> Ten
         let cin = try constant(x[1], "input channels")
         guard cin == (try mul(cinG, groups)) else { throw fail("input has \(cin) channels but weight expects \(cinG) x \(groups) groups") }
         guard cout % groups == 0 else { throw fail("\(cout) output channels do not divide into \(groups) groups") }
-        if ins.count == 3 {
+        if ins.count >= 3 {
             try rank(2, 1); try float(2)
             try same(ins[2].shape[0], .c(cout), "bias length vs output channels")
         }
@@ -63,7 +63,27 @@ public func inferType(_ op: Op, _ ins: [TensorType], node: String) throws -> Ten
             }
             return d
         }
-        return TensorType(f32, [x[0], .c(cout), try outDim(x[2], kh), try outDim(x[3], kw)])
+        let out = TensorType(f32, [x[0], .c(cout), try outDim(x[2], kh), try outDim(x[3], kw)])
+        if case .conv2dGatedAdd = op {
+            // The residual has the conv's output shape; the gate one value per (image, channel).
+            try rank(3, 4); try rank(4, 2); try float(3); try float(4)
+            guard ins[3].shape == out.shape else { throw fail("residual \(ins[3]) vs conv output \(out)") }
+            try same(ins[4].shape[0], x[0], "batch of the gate")
+            try same(ins[4].shape[1], .c(cout), "width of the gate vs output channels")
+        }
+        return out
+
+    case .channelAttention:
+        try rank(0, 4); try rank(1, 4); try float(0); try float(1)
+        let x = ins[0].shape, w = ins[1].shape
+        let c = try constant(x[1], "channels")
+        // The pooled vector goes through a square 1x1 conv, so the scale has x's channels.
+        guard w == [.c(c), .c(c), .c(1), .c(1)] else { throw fail("weight must be [\(c), \(c), 1, 1], is \(ins[1])") }
+        if ins.count == 3 {
+            try rank(2, 1); try float(2)
+            try same(ins[2].shape[0], .c(c), "bias length vs channels")
+        }
+        return TensorType(f32, x)
 
     case .linear:
         try rank(0, 2); try rank(1, 2); try float(0); try float(1)

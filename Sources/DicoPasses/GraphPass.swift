@@ -109,21 +109,28 @@ struct Fusion {
 }
 
 extension Graph {
-    /// Fuses producer-consumer pairs: for each node whose input 0 is produced by another node
-    /// and read by nothing else, `match(consumer, producer)` may return a fusion; the pair is
-    /// then replaced by one node standing for the consumer's output. Returns whether any
-    /// pair was fused.
-    mutating func fusePairs(_ match: (Node, Node) -> Fusion?) throws -> Bool {
+    /// Fuses producer-consumer pairs: for each node whose input `operand` (0 unless given) is
+    /// produced by another node and read by nothing else, `match(consumer, producer)` may
+    /// return a fusion; the pair is then replaced by one node standing for the consumer's
+    /// output. Returns whether any pair was fused.
+    mutating func fusePairs(operand: Int = 0, _ match: (Node, Node) -> Fusion?) throws -> Bool {
         let uses = useCounts(), producers = producers()
-        var absorbed = Set<Int>()
-        var fused: [Int: Fusion] = [:]
+        var fused: [Int: Fusion] = [:], absorbed: [Int: Set<Int>] = [:]
         for (i, node) in nodes.enumerated() {
-            guard let first = node.inputs.first, let p = producers[first.index], uses[first.index] == 1,
+            guard operand < node.inputs.count, case let v = node.inputs[operand], let p = producers[v.index], uses[v.index] == 1,
                   let f = match(node, nodes[p]) else { continue }
-            absorbed.insert(p)
+            absorbed[i] = [p]
             fused[i] = f
         }
+        return try replaceFused(fused, absorbing: absorbed)
+    }
+
+    /// Replaces each node `i` of `fused` by its fusion (standing for node i's output, at node
+    /// i's place) and drops the nodes `absorbing[i]`, whose outputs only node i read. Returns
+    /// whether anything was fused.
+    mutating func replaceFused(_ fused: [Int: Fusion], absorbing: [Int: Set<Int>]) throws -> Bool {
         guard !fused.isEmpty else { return false }
+        let absorbed = absorbing.values.reduce(into: Set<Int>()) { $0.formUnion($1) }
         var rw = GraphRewriter(self)
         for (i, node) in nodes.enumerated() where !absorbed.contains(i) {
             if let f = fused[i] {

@@ -18,11 +18,17 @@ public struct PassManager: Sendable {
     ///    into the 3x3 conv before the pixel shuffle. Before `fuse-conv-activation`, which
     ///    would hide the 3x3 conv's `conv2d`.
     /// 8. `fuse-layer-norm-modulate`: LayerNorm and adaLN modulation in one pass.
-    /// 9. `fuse-conv-activation`: GELU and sigmoid in the epilogue of the conv before them.
-    /// 10. `eliminate-dead-code`: drop what no output needs (the folds leave their inputs behind).
+    /// 9. `fuse-channel-attention`: pool, 1x1 conv, sigmoid and multiply as one op. Before
+    ///    `fuse-conv-activation`, so the sigmoid is taken with the rest rather than into the
+    ///    conv alone (the pass also matches it there, for pipelines in another order).
+    /// 10. `fuse-conv-activation`: GELU and sigmoid in the epilogue of the conv before them.
+    /// 11. `fuse-conv-gated-add`: the gated residual in the epilogue of the conv it reads.
+    ///     After every fold that looks for a `conv2d` (4, 5, 7), which it hides.
+    /// 12. `eliminate-dead-code`: drop what no output needs (the folds leave their inputs behind).
     public static let defaultPipeline: [any GraphPass] = [
         RemoveIdentities(), FoldConstants(), EliminateCommonSubexpressions(), FoldBatchNorm(), FoldNormAffine(),
-        FoldAdaLNLinears(), FoldReduceChan(), FuseLayerNormModulate(), FuseConvActivation(), EliminateDeadCode(),
+        FoldAdaLNLinears(), FoldReduceChan(), FuseLayerNormModulate(), FuseChannelAttention(), FuseConvActivation(),
+        FuseConvGatedAdd(), EliminateDeadCode(),
     ]
 
     /// Every pass there is, by name: the default pipeline and `split-reduce-chan` (rule 1 of

@@ -49,7 +49,7 @@ public struct RemoveIdentities: GraphPass {
                     default: break
                     }
                 }
-            case .conv2d, .conv2dActivation, .linear, .channelLayerNorm, .layerNormModulate, .modulate, .gatedAdd, .gelu, .silu,
+            case .conv2d, .conv2dActivation, .conv2dGatedAdd, .channelAttention, .linear, .channelLayerNorm, .layerNormModulate, .modulate, .gatedAdd, .gelu, .silu,
                  .sigmoid, .globalAvgPool, .embedding, .timestepEmbedding:
                 break
             }

@@ -23,15 +23,19 @@ public final class Executor: @unchecked Sendable {
     /// concatenation of `fold-adaln-linears`), so they cost a copy at load, not per run.
     private var precomputed = Set<Int>()
 
-    /// When true, `run` adds each node's wall time to `profile`, keyed by op name and
+    /// When true, `run` adds each node's wall and CPU time to `profile`, keyed by op name and
     /// kernel path (for `bench --profile`).
     public var profiling = false
+    /// When profiling, also key by the node's output shape and, for convs and linears, the
+    /// weight shape (`bench --profile-shapes`), to see which GEMM shapes are slow.
+    public var profileShapes = false
     /// After the last node that reads a constant mapped from a file, release its pages from
     /// the resident set (they stay in the page cache). For one-off runs over a large model
     /// (the ONNX import proof), so memory stays flat; a later run faults them back in.
     public var releaseMappedConstants = false
-    /// Seconds and node count per kernel path, accumulated over profiled runs.
-    public private(set) var profile: [String: (seconds: Double, count: Int)] = [:]
+    /// Wall seconds, process CPU seconds, node count and multiply-accumulates per kernel
+    /// path, accumulated over profiled runs.
+    public private(set) var profile: [String: ProfileEntry] = [:]
 
     /// The number of online CPUs, the default thread count.
     public static var defaultThreads: Int { max(1, sysconf(Int32(_SC_NPROCESSORS_ONLN))) }
@@ -132,12 +136,16 @@ public final class Executor: @unchecked Sendable {
 
         for (n, node) in graph.nodes.enumerated() where !precomputed.contains(n) {
             let out = pool.take(shapes[node.output.index].reduce(1, *))
-            let start = profiling ? monotonicSeconds() : 0
+            let start = profiling ? monotonicSeconds() : 0, cpuStart = profiling ? processCPUSeconds() : 0
             try execute(node, out: out, f32: f32, i64: i64, shapes: shapes)
             if profiling {
-                let key = kernelPath(node, shapes)
-                let prev = profile[key] ?? (0, 0)
-                profile[key] = (prev.seconds + monotonicSeconds() - start, prev.count + 1)
+                let key = kernelPath(node, shapes) + (profileShapes ? shapeKey(node, shapes) : "")
+                var e = profile[key] ?? ProfileEntry()
+                e.seconds += monotonicSeconds() - start
+                e.cpuSeconds += processCPUSeconds() - cpuStart
+                e.count += 1
+                e.macs += multiplyAccumulates(node, shapes)
+                profile[key] = e
             }
             f32[node.output.index] = UnsafePointer(out)
             if releaseMappedConstants {
@@ -163,12 +171,28 @@ public final class Executor: @unchecked Sendable {
     private func kernelPath(_ node: Node, _ shapes: [[Int]]) -> String {
         let groups: Int
         switch node.op {
-        case let .conv2d(_, _, g), let .conv2dActivation(_, _, g, _): groups = g
+        case let .conv2d(_, _, g), let .conv2dActivation(_, _, g, _), let .conv2dGatedAdd(_, _, g): groups = g
         default: return node.op.name
         }
         let w = shapes[node.inputs[1].index]
         let path = w[2] == 1 && w[3] == 1 ? "1x1" : groups == 1 ? "\(w[2])x\(w[3]) dense" : "\(w[2])x\(w[3]) grouped"
         return "\(node.op.name) \(path)"
+    }
+
+    /// " out [..] w [..]": the output shape and, for convs and linears, the weight shape.
+    private func shapeKey(_ node: Node, _ shapes: [[Int]]) -> String {
+        let w = node.op.hasWeight ? " w \(shapes[node.inputs[1].index])" : ""
+        return " out \(shapes[node.output.index])" + w
+    }
+
+    /// The multiply-accumulates of a conv or linear node (0 for other ops).
+    private func multiplyAccumulates(_ node: Node, _ shapes: [[Int]]) -> Double {
+        guard node.op.hasWeight else { return 0 }
+        let w = shapes[node.inputs[1].index], out = shapes[node.output.index]
+        // Channel attention multiplies the pooled [N, C] vector only.
+        if node.op == .channelAttention { return Double(out[0]) * Double(w[0]) * Double(w[1]) }
+        // Every output element takes one product per weight element of its output channel.
+        return Double(out.reduce(1, *)) * Double(w.dropFirst().reduce(1, *))
     }
 
     /// Checks each input against its declared type and binds the shape symbols N, H, W.
@@ -214,22 +238,30 @@ public final class Executor: @unchecked Sendable {
         let outShape = shapes[node.output.index]
         let count = outShape.reduce(1, *)
 
-        // Convolution with an optional activation epilogue, by kernel path (`conv2D`).
-        func convolve(_ stride: Int, _ padding: Int, _ groups: Int, _ act: Activation?) {
+        // Convolution with an epilogue, by kernel path (`conv2D`).
+        func convolve(_ stride: Int, _ padding: Int, _ groups: Int, _ epilogue: ConvEpilogue) {
             let s = shape(0), w = shape(1)
             let g = Conv2DGeometry(batch: s[0], cin: s[1], height: s[2], width: s[3], cout: w[0], kh: w[2], kw: w[3],
                                    stride: stride, padding: padding, groups: groups)
             let scratchCount = g.scratchCount
             let scratch = scratchCount > 0 ? pool.take(scratchCount) : nil
             defer { if let scratch { pool.give(scratch, scratchCount) } }
-            conv2D(g, x: x(0), w: x(1), bias: opt(2), y: out, scratch: scratch, threads: threads, activation: act)
+            conv2D(g, x: x(0), w: x(1), bias: opt(2), y: out, scratch: scratch, threads: threads, epilogue: epilogue)
         }
 
         switch node.op {
         case let .conv2d(stride, padding, groups):
-            convolve(stride, padding, groups, nil)
+            convolve(stride, padding, groups, .none)
         case let .conv2dActivation(stride, padding, groups, act):
-            convolve(stride, padding, groups, act)
+            convolve(stride, padding, groups, .activation(act))
+        case let .conv2dGatedAdd(stride, padding, groups):
+            convolve(stride, padding, groups, .gatedAdd(inp: x(3), gate: x(4)))
+        case .channelAttention:
+            let s = shape(0)
+            let scratch = pool.take(2 * s[0] * s[1])
+            defer { pool.give(scratch, 2 * s[0] * s[1]) }
+            channelAttentionKernel(x: x(0), w: x(1), bias: opt(2), y: out, batch: s[0], channels: s[1], pixels: s[2] * s[3],
+                                   scratch: scratch, threads: threads)
         case .linear:
             let s = shape(0)
             linearKernel(x: x(0), w: x(1), bias: opt(2), y: out, rows: s[0], inFeatures: s[1], outFeatures: outShape[1], threads: threads)
@@ -276,6 +308,24 @@ public final class Executor: @unchecked Sendable {
             embeddingKernel(table: x(0), idx: idx, y: out, rows: outShape[0], width: outShape[1])
         case let .timestepEmbedding(dim, maxPeriod):
             timestepEmbeddingKernel(t: x(0), y: out, batch: outShape[0], dim: dim, maxPeriod: maxPeriod)
+        }
+    }
+}
+
+/// What `Executor.profile` accumulates per kernel path.
+public struct ProfileEntry: Sendable {
+    public var seconds = 0.0, cpuSeconds = 0.0
+    public var count = 0
+    /// Multiply-accumulates (convs and linears), for GFLOP/s.
+    public var macs = 0.0
+}
+
+private extension Op {
+    /// Whether input 1 is a weight whose shape sets the op's multiply-accumulates.
+    var hasWeight: Bool {
+        switch self {
+        case .conv2d, .conv2dActivation, .conv2dGatedAdd, .linear, .channelAttention: return true
+        default: return false
         }
     }
 }

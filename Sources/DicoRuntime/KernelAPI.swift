@@ -25,28 +25,37 @@ public struct Conv2DGeometry: Sendable, Equatable {
     var isPointwise: Bool { kh == 1 && kw == 1 && stride == 1 && padding == 0 && groups == 1 }
     var isDepthwise3x3: Bool { kh == 3 && kw == 3 && stride == 1 && padding == 1 && groups == cin && cout == cin }
 
-    /// Floats of scratch `conv2D` needs (the im2col matrix; 0 for the 1x1 and depthwise paths).
+    /// Floats of scratch `conv2D` needs: the im2col matrix; for a 1x1 conv on small images the
+    /// batch gathered side by side (`conv1x1ScratchCount`); 0 for the depthwise path.
     public var scratchCount: Int {
-        isPointwise || isDepthwise3x3 ? 0 : (cin / groups) * kh * kw * outHeight * outWidth
+        if isPointwise { return conv1x1ScratchCount(batch: batch, cin: cin, cout: cout, pixels: height * width) }
+        return isDepthwise3x3 ? 0 : (cin / groups) * kh * kw * outHeight * outWidth
     }
 }
 
 /// y = conv(x, w) + bias, then `activation`, by the executor's kernel path: 1x1 as a tiled
-/// GEMM per image, depthwise 3x3 directly, anything else im2col into `scratch` (at least
-/// `g.scratchCount` floats) and a tiled GEMM.
+/// GEMM per image (or over the batch's pixels side by side for small images), depthwise 3x3
+/// directly, anything else im2col and a tiled GEMM. `scratch` holds at least `g.scratchCount`
+/// floats (nil when that is 0).
 public func conv2D(_ g: Conv2DGeometry, x: UnsafePointer<Float>, w: UnsafePointer<Float>, bias: UnsafePointer<Float>?,
                    y: UnsafeMutablePointer<Float>, scratch: UnsafeMutablePointer<Float>?, threads: Int, activation: Activation? = nil) {
     useSingleThreadedBLAS()
+    conv2D(g, x: x, w: w, bias: bias, y: y, scratch: scratch, threads: threads, epilogue: activation.map { .activation($0) } ?? .none)
+}
+
+/// `conv2D` with any epilogue (the executor's fused ops); OpenBLAS threading is already off.
+func conv2D(_ g: Conv2DGeometry, x: UnsafePointer<Float>, w: UnsafePointer<Float>, bias: UnsafePointer<Float>?,
+            y: UnsafeMutablePointer<Float>, scratch: UnsafeMutablePointer<Float>?, threads: Int, epilogue: ConvEpilogue) {
     if g.isPointwise {
         conv1x1Kernel(x: x, w: w, bias: bias, y: y, batch: g.batch, cin: g.cin, cout: g.cout, pixels: g.height * g.width,
-                      threads: threads, activation: activation)
+                      threads: threads, epilogue: epilogue, scratch: scratch)
     } else if g.isDepthwise3x3 {
         depthwise3x3Kernel(x: x, w: w, bias: bias, y: y, batch: g.batch, channels: g.cin, height: g.height, width: g.width,
-                           threads: threads, activation: activation)
+                           threads: threads, epilogue: epilogue)
     } else {
         im2colConvKernel(x: x, w: w, bias: bias, y: y, batch: g.batch, cin: g.cin, height: g.height, width: g.width, cout: g.cout,
                          kh: g.kh, kw: g.kw, stride: g.stride, padding: g.padding, groups: g.groups,
-                         outH: g.outHeight, outW: g.outWidth, scratch: scratch!, threads: threads, activation: activation)
+                         outH: g.outHeight, outW: g.outWidth, scratch: scratch!, threads: threads, epilogue: epilogue)
     }
 }
 

@@ -28,6 +28,9 @@ struct Bench: ParsableCommand {
     @Flag(help: "Print the time per op and kernel path to stderr.")
     var profile = false
 
+    @Flag(name: .customLong("profile-shapes"), help: "With --profile, split each kernel path by output and weight shape.")
+    var profileShapes = false
+
     @Flag(help: "Run the default pass pipeline on the graph first (a .safetensors graph is timed as imported otherwise; a .dico holds the graph its conversion chose).")
     var optimize = false
 
@@ -64,6 +67,7 @@ struct Bench: ParsableCommand {
         let inputs = ["x": HostTensor(shape: [batch, config.inChannels, size, size], floats: x),
                       "t": HostTensor(shape: [batch], floats: t), "y": HostTensor(shape: [batch], int64s: y)]
         executor.profiling = profile
+        executor.profileShapes = profileShapes
         var finite = true
         var times: [Double] = []
         for i in 0...runs {
@@ -84,9 +88,13 @@ struct Bench: ParsableCommand {
         ])
         print(obj.serialized())
         if profile {
+            // Wall time is what a user waits; CPU time (all threads) is steadier on a shared
+            // machine; GFLOP/s (2 per multiply-accumulate, over wall time) shows GEMM efficiency.
             let total = executor.profile.values.reduce(0) { $0 + $1.seconds }
+            let perRun = Double(runs + 1)
             for (k, v) in executor.profile.sorted(by: { $0.value.seconds > $1.value.seconds }) {
-                fputs("\(k.padding(24)) \(v.count / (runs + 1)) nodes/run  \(Int(v.seconds / total * 1000) / 10)%  \(format6(v.seconds / Double(runs + 1))) s/run\n", stderr)
+                let gflops = v.macs > 0 ? "  \(Int(2 * v.macs / v.seconds / 1e9)) GFLOP/s" : ""
+                fputs("\(k.padding(24)) \(v.count / (runs + 1)) nodes/run  \(Int(v.seconds / total * 1000) / 10)%  \(format6(v.seconds / perRun)) s/run  cpu \(format6(v.cpuSeconds / perRun)) s/run\(gflops)\n", stderr)
             }
         }
     }

@@ -19,10 +19,14 @@ final class PassesCLITests: CLITestCase {
         XCTAssertEqual(j["nodes"] as? Int, ops.values.reduce(0, +))
         let prov = try XCTUnwrap(j["provenance"] as? [String: Any])
         XCTAssertEqual(prov["passes"] as? [String], ["eliminate-common-subexpressions", "fold-adaln-linears", "fold-reduce-chan",
-                                                     "fuse-layer-norm-modulate", "fuse-conv-activation"])
+                                                     "fuse-layer-norm-modulate", "fuse-channel-attention", "fuse-conv-activation",
+                                                     "fuse-conv-gated-add"])
         XCTAssertEqual(ops["silu"], 6, "one SiLU per conditioning vector and per timestep MLP")
         XCTAssertEqual(ops["linear"], 7, "one adaLN GEMM per conditioning vector, one for the three MLPs' first linears, their three second ones")
-        XCTAssertEqual(ops["conv2d_activation"], 24)
+        XCTAssertEqual(ops["conv2d_activation"], 16, "conv2 and conv4 of the 8 blocks; ca.1's sigmoid is in the channel attention")
+        XCTAssertEqual(ops["channel_attention"], 8)
+        XCTAssertEqual(ops["conv2d_gated_add"], 16, "conv3 and conv5 of the 8 blocks")
+        XCTAssertNil(ops["gated_add"])
     }
 
     func testNoOptimizeWritesTheImportedGraph() throws {

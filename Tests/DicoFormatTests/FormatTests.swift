@@ -184,7 +184,7 @@ final class FormatTests: XCTestCase {
         var b = Self.good
         F.put(&b, 8, 2, 2)
         F.fixPrefixCRC(&b)
-        assertRejected(b, "v2.dico", ["version 2.0", "reads version 1.x only", "newer dico-convert"])
+        assertRejected(b, "v2.dico", ["version 2.1", "reads version 1.x only", "newer dico-convert"])
         // A newer minor version of major 1 is readable (prefix and header agreeing on 1.7).
         var minor = Self.good
         F.put(&minor, 10, 7, 2)
@@ -194,20 +194,29 @@ final class FormatTests: XCTestCase {
         XCTAssertEqual(try DicoFile(path: path).minor, 7)
     }
 
+    /// Flags: an undefined bit is refused in any version; bit 0 (a generic ONNX graph) is
+    /// unknown to a 1.0 file, and in a 1.1 file must come with an `onnx_graph`.
     func testUnknownFlags() {
-        for (flags, hex) in [(UInt64(1), "0x1"), (0x8000_0000, "0x80000000")] {
-            var b = Self.good
-            F.put(&b, 12, flags, 4)
-            F.fixPrefixCRC(&b)
-            assertRejected(b, "flags\(hex).dico", ["unknown flags \(hex)"])
-        }
+        var high = Self.good
+        F.put(&high, 12, 0x8000_0000, 4)
+        F.fixPrefixCRC(&high)
+        assertRejected(high, "flags0x80000000.dico", ["unknown flags 0x80000000"])
+        var v10 = Self.good
+        F.put(&v10, 10, 0, 2)
+        F.put(&v10, 12, 1, 4)
+        F.fixPrefixCRC(&v10)
+        assertRejected(v10, "flags0x1-v1.0.dico", ["unknown flags 0x1", "version 1.0 file"])
+        var v11 = Self.good
+        F.put(&v11, 12, 1, 4)
+        F.fixPrefixCRC(&v11)
+        assertRejected(v11, "flags0x1-v1.1.dico", ["flag bit 0 says the graph is an ONNX graph, but the header has no 'onnx_graph'"])
     }
 
     /// The header's "version" must equal the prefix's.
     func testHeaderVersionDiffersFromPrefix() throws {
         var b = Self.good
-        try F.editHeader(&b) { F.replacing($0, "version", with: .array([.integer(1), .integer(1)])) }
-        assertRejected(b, "header-version.dico", ["'version'", "1.0"])
+        try F.editHeader(&b) { F.replacing($0, "version", with: .array([.integer(1), .integer(0)])) }
+        assertRejected(b, "header-version.dico", ["'version'", "1.1"])
     }
 
     /// Any changed byte in 16..59 without fixing the CRC: the prefix CRC check fires (before
@@ -359,6 +368,24 @@ final class FormatTests: XCTestCase {
         assertRejected(b, "dup-attr.dico", ["an attribute appears twice"])
     }
 
+    /// A reader meets an op it does not know (a later version's): the file is refused,
+    /// naming the node and the op, rather than run without it.
+    func testUnknownOpIsRejectedByName() throws {
+        var b = Self.good
+        try editNode(&b, op: "slice") { n in F.replacing(n, "op", with: .string("slice_v9")) }
+        assertRejected(b, "unknown-op.dico", ["unknown op 'slice_v9'"])
+    }
+
+    /// The version stamp follows the ops: a graph of 1.0 ops is written as 1.0 (so files
+    /// without the 1.1 fusions are unchanged), one with a 1.1 op as 1.1.
+    func testMinorVersionFollowsTheOps() throws {
+        XCTAssertEqual(try DicoFile(path: Self.goodPath).minor, 1, "the default pipeline's graph holds 1.1 fusions")
+        XCTAssertEqual(DicoFormatInfo.minor(for: try Self.everyOpGraph()), 0)
+        XCTAssertEqual(DicoFormatInfo.minor(for: try Self.otherAttributesGraph()), 1)
+        let f = try roundTrip(try Self.otherAttributesGraph(), "v11")
+        XCTAssertEqual(f.minor, 1)
+    }
+
     func testEmptyFile() {
         assertRejected([], "empty.dico", ["0 bytes", "shorter than the 64-byte .dico prefix"])
     }
@@ -437,7 +464,11 @@ final class FormatTests: XCTestCase {
         let v = try g.add(.slice(axis: 1, start: 0, length: 4), [try g.add(.slice(axis: 0, start: 0, length: 2), [e], name: "e2")], name: "v")
         let lm = try g.add(.layerNormModulate(eps: 1e-5), [c, v, v], name: "lnmod")
         let ca = try g.add(.conv2dActivation(stride: 2, padding: 1, groups: 2, activation: .sigmoid), [z, k], name: "conv_act")
-        g.outputs = [cat, sh, e, lm, ca]
+        let kb = g.addConstant("kb", TensorData(shape: [4], floats: [0.5, -1, 2, 0]))
+        let cg = try g.add(.conv2dGatedAdd(stride: 2, padding: 0, groups: 2), [z, k, kb, c, v], name: "conv_gated")
+        let caw = g.addConstant("caw", TensorData(shape: [16, 16, 1, 1], floats: (0..<256).map { Float($0 % 7) * 0.25 - 0.75 }))
+        let att = try g.add(.channelAttention, [z, caw], name: "attention")
+        g.outputs = [cat, sh, e, lm, ca, cg, att]
         try g.verify()
         return g
     }
@@ -506,7 +537,8 @@ final class FormatTests: XCTestCase {
         let all: [Op] = [.conv2d(stride: 1, padding: 0, groups: 1), .linear, .channelLayerNorm(eps: 1), .modulate, .gatedAdd, .gelu, .silu,
                          .sigmoid, .globalAvgPool, .mul, .add, .slice(axis: 0, start: 0, length: 0), .concat(axis: 0),
                          .pixelShuffle(factor: 1), .pixelUnshuffle(factor: 1), .embedding, .timestepEmbedding(dim: 2, maxPeriod: 2),
-                         .layerNormModulate(eps: 1), .conv2dActivation(stride: 1, padding: 0, groups: 1, activation: .gelu)]
+                         .layerNormModulate(eps: 1), .conv2dActivation(stride: 1, padding: 0, groups: 1, activation: .gelu),
+                         .conv2dGatedAdd(stride: 1, padding: 0, groups: 1), .channelAttention]
         XCTAssertEqual(seen, Set(all.map(\.name)))
         for op in all { exhaustive(op) }
     }
@@ -516,7 +548,8 @@ final class FormatTests: XCTestCase {
     private func exhaustive(_ op: Op) {
         switch op {
         case .conv2d, .linear, .channelLayerNorm, .modulate, .gatedAdd, .gelu, .silu, .sigmoid, .globalAvgPool, .mul, .add,
-             .slice, .concat, .pixelShuffle, .pixelUnshuffle, .embedding, .timestepEmbedding, .layerNormModulate, .conv2dActivation: break
+             .slice, .concat, .pixelShuffle, .pixelUnshuffle, .embedding, .timestepEmbedding, .layerNormModulate, .conv2dActivation,
+             .conv2dGatedAdd, .channelAttention: break
         }
     }
 

@@ -51,7 +51,8 @@ final class PythonReaderTests: XCTestCase {
     /// the same. The first values are single float32 values that Python prints as float64
     /// shortest round-trip literals, so they must be exactly equal.
     private func checkAgreement(_ precision: Precision, file: StaticString = #filePath, line: UInt = #line) throws {
-        let dtypesSeen = try checkAgreement(try convertTiny(precision), precision.rawValue, version: "1.0", file: file, line: line)
+        // The default pipeline writes the 1.1 fusions (channel_attention, conv2d_gated_add).
+        let dtypesSeen = try checkAgreement(try convertTiny(precision), precision.rawValue, version: "1.1", file: file, line: line)
         // The conversion really stored what the precision says (so the comparison covered it).
         let expected: Set<String> = switch precision {
         case .fp32: ["f32"]
@@ -164,6 +165,25 @@ final class PythonReaderTests: XCTestCase {
         XCTAssertThrowsError(try DicoFile(path: bad)) { error in
             XCTAssert("\(error)".contains("'\(victim.name)'"), "Swift names the tensor too: \(error)")
         }
+    }
+
+    /// A node whose op the reader does not know (renamed to one of the same length, so the
+    /// header keeps its size): Python exits 65 naming the node and the op.
+    func testUnknownOpIsRefusedNamingIt() throws {
+        var bytes = [UInt8](try Data(contentsOf: URL(fileURLWithPath: try convertTiny(.fp32))))
+        try FormatSupport.editHeader(&bytes) { root in
+            let graph = try XCTUnwrap(FormatSupport.member(root, "graph"))
+            var nodes = try XCTUnwrap(FormatSupport.member(graph, "nodes")?.arrayValue)
+            let i = try XCTUnwrap(nodes.firstIndex { FormatSupport.member($0, "op")?.stringValue == "channel_attention" })
+            nodes[i] = FormatSupport.replacing(nodes[i], "op", with: .string("channel_attentiox"))
+            return FormatSupport.replacing(root, "graph", with: FormatSupport.replacing(graph, "nodes", with: .array(nodes)))
+        }
+        let bad = tmp.appendingPathComponent("unknown-op.dico").path
+        try Data(bytes).write(to: URL(fileURLWithPath: bad))
+        let r = try runReader([bad])
+        XCTAssertEqual(r.status, 65, "stderr: \(r.stderr)")
+        XCTAssert(r.stderr.contains("unknown op \"channel_attentiox\""), r.stderr)
+        XCTAssert(r.stderr.contains("node '"), "the message names the node: \(r.stderr)")
     }
 
     /// A file declaring major version 2 (prefix CRC recomputed, so only the version is

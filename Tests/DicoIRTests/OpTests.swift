@@ -5,7 +5,7 @@ import XCTest
 /// to `Op` stops this file compiling until the case gets an index here, a sample below and
 /// `caseCount` is raised (or the coverage assertion fails).
 enum OpSamples {
-    static let caseCount = 19
+    static let caseCount = 21
 
     static func caseIndex(_ op: Op) -> Int {
         switch op {
@@ -28,6 +28,8 @@ enum OpSamples {
         case .timestepEmbedding: return 16
         case .layerNormModulate: return 17
         case .conv2dActivation: return 18
+        case .conv2dGatedAdd: return 19
+        case .channelAttention: return 20
         }
     }
 
@@ -36,6 +38,7 @@ enum OpSamples {
         .gelu, .silu, .sigmoid, .globalAvgPool, .mul, .add, .slice(axis: 1, start: 0, length: 2), .concat(axis: 1),
         .pixelShuffle(factor: 2), .pixelUnshuffle(factor: 2), .embedding, .timestepEmbedding(dim: 256, maxPeriod: 10_000),
         .layerNormModulate(eps: 1e-6), .conv2dActivation(stride: 1, padding: 1, groups: 1, activation: .gelu),
+        .conv2dGatedAdd(stride: 1, padding: 0, groups: 1), .channelAttention,
     ]
 }
 

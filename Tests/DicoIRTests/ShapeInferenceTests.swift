@@ -73,6 +73,21 @@ final class ShapeInferenceTests: XCTestCase {
         assertInferFails(.gatedAdd, [f32(N, 8, H, W), f32(N, 8), f32(N, 8, H2, W2)], "residual f32[N,8,H,W] vs branch f32[N,8,H/2,W/2]")
     }
 
+    func testConvGatedAddAndChannelAttention() {
+        let conv = Op.conv2dGatedAdd(stride: 1, padding: 0, groups: 1)
+        assertInfers(conv, [f32(N, 4, H, W), f32(8, 4, 1, 1), f32(8), f32(N, 8, H, W), f32(N, 8)], f32(N, 8, H, W))
+        assertInferFails(conv, [f32(N, 4, H, W), f32(8, 4, 1, 1), f32(8), f32(N, 8, H, W)], "takes 5 inputs, got 4")
+        assertInferFails(conv, [f32(N, 4, H, W), f32(8, 4, 1, 1), f32(8), f32(N, 8, H2, W2), f32(N, 8)],
+                         "residual f32[N,8,H/2,W/2] vs conv output f32[N,8,H,W]")
+        assertInferFails(conv, [f32(N, 4, H, W), f32(8, 4, 1, 1), f32(8), f32(N, 8, H, W), f32(N, 4)], "width of the gate vs output channels: 4 vs 8")
+        assertInferFails(conv, [f32(N, 4, H, W), f32(8, 4, 1, 1), f32(8), f32(N, 8, H, W), f32(N, 8, 1, 1)], "input 4 must have rank 2")
+        assertInfers(.channelAttention, [f32(N, 8, H, W), f32(8, 8, 1, 1), f32(8)], f32(N, 8, H, W))
+        assertInfers(.channelAttention, [f32(N, 8, H, W), f32(8, 8, 1, 1)], f32(N, 8, H, W))
+        assertInferFails(.channelAttention, [f32(N, 8, H, W), f32(4, 8, 1, 1)], "weight must be [8, 8, 1, 1], is f32[4,8,1,1]")
+        assertInferFails(.channelAttention, [f32(N, 8, H, W), f32(8, 8, 3, 3)], "weight must be [8, 8, 1, 1]")
+        assertInferFails(.channelAttention, [f32(N, 8, H, W), f32(8, 8, 1, 1), f32(4)], "bias length vs channels: 4 vs 8")
+    }
+
     func testActivations() {
         for op in [Op.gelu, .silu, .sigmoid] {
             assertInfers(op, [f32(N, 8, H, W)], f32(N, 8, H, W))

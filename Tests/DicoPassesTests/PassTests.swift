@@ -165,7 +165,7 @@ final class PassTests: XCTestCase {
             }
             XCTAssertEqual(seen, PassManager.defaultPipeline.map(\.name))
             XCTAssertEqual(applied, ["eliminate-common-subexpressions", "fold-adaln-linears", "fold-reduce-chan", "fuse-layer-norm-modulate",
-                                     "fuse-conv-activation"], name)
+                                     "fuse-channel-attention", "fuse-conv-activation", "fuse-conv-gated-add"], name)
             XCTAssertLessThan(g.nodes.count, model.graph.nodes.count)
             let inputs = dicoInputs(model.weights.config)
             let e = relativeL2(try forward(g, inputs), try forward(model.graph, inputs))

@@ -61,11 +61,14 @@ final class KernelTests: XCTestCase {
     let sumTolerance = 1e-6
 
     func testConvolutionsMatchDirectReference() throws {
-        // (x shape, w shape, stride, padding, groups, bias): covers the 1x1 GEMM path (with
-        // pixels > 1 and the pooled pixels == 1 case), the depthwise 3x3 path (including
+        // (x shape, w shape, stride, padding, groups, bias): covers the 1x1 GEMM path (small
+        // images batched into one GEMM, one image, images of 256 pixels or more one by one,
+        // and the pooled pixels == 1 case), the depthwise 3x3 path (including
         // widths 1 and 2 at the edges) and the im2col path (stride 2, no padding, groups).
         let cases: [([Int], [Int], Int, Int, Int, Bool)] = [
             ([2, 6, 5, 7], [5, 6, 1, 1], 1, 0, 1, true),
+            ([1, 6, 5, 7], [5, 6, 1, 1], 1, 0, 1, true),
+            ([2, 3, 16, 17], [4, 3, 1, 1], 1, 0, 1, false),
             ([3, 6, 1, 1], [4, 6, 1, 1], 1, 0, 1, true),
             ([2, 6, 5, 7], [6, 1, 3, 3], 1, 1, 6, true),
             ([1, 3, 4, 1], [3, 1, 3, 3], 1, 1, 3, true),
@@ -103,6 +106,59 @@ final class KernelTests: XCTestCase {
                 let want = try run(separate, [(plain.shape, plain.floats!)])
                 XCTAssertEqual(fused.floats!, want.floats!, "\(act) x\(xs) w\(ws)")
             }
+        }
+    }
+
+    /// The gated-residual epilogue gives exactly what the conv and then `gated_add` give, on
+    /// each kernel path (1x1 GEMM, pooled 1x1, depthwise, im2col with stride and groups) and
+    /// for 1 and 3 threads (tiles split differently), and matches the Double reference
+    /// inp + gate * conv(x) within `sumTolerance`.
+    func testConvGatedAddEqualsConvThenGatedAdd() throws {
+        let cases: [([Int], [Int], Int, Int, Int)] = [
+            ([2, 6, 5, 7], [5, 6, 1, 1], 1, 0, 1), ([2, 3, 16, 17], [4, 3, 1, 1], 1, 0, 1), ([3, 6, 1, 1], [4, 6, 1, 1], 1, 0, 1),
+            ([2, 6, 5, 7], [6, 1, 3, 3], 1, 1, 6), ([1, 4, 7, 6], [3, 4, 3, 3], 2, 1, 1), ([2, 4, 7, 6], [6, 2, 3, 3], 1, 0, 2),
+        ]
+        for (xs, ws, s, p, g) in cases {
+            let x = random(xs.reduce(1, *)), w = random(ws.reduce(1, *)), b = random(ws[0])
+            let convIns: [(shape: [Int], values: [Float])] = [(xs, x), (ws, w), ([ws[0]], b)]
+            let plain = try run(.conv2d(stride: s, padding: p, groups: g), convIns, constants: [1, 2])
+            let os = plain.shape, inp = random(os.reduce(1, *)), gate = random(os[0] * os[1])
+            let want = try run(.gatedAdd, [(os, inp), ([os[0], os[1]], gate), (os, plain.floats!)])
+            let (ref, _) = referenceConv(x: x, xs: xs, w: w, ws: ws, b: b, stride: s, pad: p, groups: g)
+            let pixels = os[2] * os[3]
+            let refGated = ref.indices.map { Double(inp[$0]) + Double(gate[$0 / pixels]) * ref[$0] }
+            for threads in [1, 3] {
+                let fused = try run(.conv2dGatedAdd(stride: s, padding: p, groups: g), convIns + [(os, inp), ([os[0], os[1]], gate)],
+                                    constants: [1, 2], threads: threads)
+                XCTAssertEqual(fused.floats!, want.floats!, "x\(xs) w\(ws) threads \(threads)")
+                assertClose(fused.floats!, refGated, sumTolerance, "conv gated add x\(xs) w\(ws)")
+            }
+        }
+    }
+
+    /// Channel attention against the Double reference x * sigmoid(W mean(x) + b), and bit for
+    /// bit what pool, 1x1 conv, sigmoid and mul give as separate nodes, with and without bias.
+    func testChannelAttentionMatchesReferenceAndUnfusedOps() throws {
+        let xs = [2, 5, 3, 4], pixels = 12
+        for hasBias in [true, false] {
+            let x = random(xs.reduce(1, *), scale: 2), w = random(25), b = random(5)
+            var ins: [(shape: [Int], values: [Float])] = [(xs, x), ([5, 5, 1, 1], w)]
+            if hasBias { ins.append(([5], b)) }
+            let got = try run(.channelAttention, ins, constants: [1, 2])
+            var want = [Double]()
+            for n in 0..<2 {
+                let mean = (0..<5).map { c in (0..<pixels).reduce(0.0) { $0 + Double(x[(n * 5 + c) * pixels + $1]) } / Double(pixels) }
+                for c in 0..<5 {
+                    let z = (0..<5).reduce(hasBias ? Double(b[c]) : 0) { $0 + Double(w[c * 5 + $1]) * mean[$1] }
+                    for i in 0..<pixels { want.append(Double(x[(n * 5 + c) * pixels + i]) / (1 + exp(-z))) }
+                }
+            }
+            assertClose(got.floats!, want, sumTolerance, "channel attention, bias \(hasBias)")
+            let pooled = try run(.globalAvgPool, [(xs, x)])
+            let conv = try run(.conv2d(stride: 1, padding: 0, groups: 1), [(pooled.shape, pooled.floats!)] + ins.dropFirst(), constants: [1, 2])
+            let scale = try run(.sigmoid, [(conv.shape, conv.floats!)])
+            let unfused = try run(.mul, [(xs, x), (scale.shape, scale.floats!)])
+            XCTAssertEqual(got.floats!, unfused.floats!, "bias \(hasBias)")
         }
     }
 

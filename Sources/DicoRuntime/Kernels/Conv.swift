@@ -3,7 +3,7 @@
 import DicoIR
 
 func depthwise3x3Kernel(x: UnsafePointer<Float>, w: UnsafePointer<Float>, bias: UnsafePointer<Float>?, y: UnsafeMutablePointer<Float>,
-                        batch: Int, channels: Int, height: Int, width: Int, threads: Int, activation: Activation? = nil) {
+                        batch: Int, channels: Int, height: Int, width: Int, threads: Int, epilogue: ConvEpilogue = .none) {
     let plane = height * width
     parallelRanges(batch * channels, threads: threads) { range in
         for nc in range {
@@ -30,7 +30,7 @@ func depthwise3x3Kernel(x: UnsafePointer<Float>, w: UnsafePointer<Float>, bias: 
                     o[width - 1] += k0 * s[width - 2] + k1 * s[width - 1]
                 }
             }
-            if let activation { applyActivation(activation, dst, dst, plane) }
+            epilogue.apply(dst, count: plane, image: nc / channels, channel: c, pixel: 0, channels: channels, pixels: plane)
         }
     }
 }
@@ -41,7 +41,7 @@ func depthwise3x3Kernel(x: UnsafePointer<Float>, w: UnsafePointer<Float>, bias: 
 func im2colConvKernel(x: UnsafePointer<Float>, w: UnsafePointer<Float>, bias: UnsafePointer<Float>?, y: UnsafeMutablePointer<Float>,
                       batch: Int, cin: Int, height: Int, width: Int, cout: Int, kh: Int, kw: Int,
                       stride: Int, padding: Int, groups: Int, outH: Int, outW: Int,
-                      scratch: UnsafeMutablePointer<Float>, threads: Int, activation: Activation? = nil) {
+                      scratch: UnsafeMutablePointer<Float>, threads: Int, epilogue: ConvEpilogue = .none) {
     let cinG = cin / groups, coutG = cout / groups
     let rows = cinG * kh * kw, cols = outH * outW
     for n in 0..<batch {
@@ -69,12 +69,10 @@ func im2colConvKernel(x: UnsafePointer<Float>, w: UnsafePointer<Float>, bias: Un
                 }
             }
             let yg = y + (n * cout + g * coutG) * cols
-            if let bias {
-                for c in 0..<coutG { (yg + c * cols).update(repeating: bias[g * coutG + c], count: cols) }
-            }
             gemm(GemmProblem(m: coutG, n: cols, k: rows, a: w + g * coutG * rows, lda: rows, strideA: 0,
                              b: scratch, ldb: cols, strideB: 0, transB: false, c: yg, ldc: cols, strideC: 0,
-                             accumulate: bias != nil), threads: threads, epilogue: tileActivation(activation))
+                             bias: bias.map { $0 + g * coutG }),
+                 threads: threads, epilogue: epilogue.convTiles(channels: cout, pixels: cols, image: n, channel0: g * coutG))
         }
     }
 }

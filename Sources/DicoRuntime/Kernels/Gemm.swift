@@ -11,16 +11,48 @@ struct GemmProblem {
     var b: UnsafePointer<Float>, ldb: Int, strideB: Int, transB: Bool
     var c: UnsafeMutablePointer<Float>, ldc: Int, strideC: Int
     var batch: Int = 1
-    /// Add to C (which holds the bias) instead of overwriting it.
-    var accumulate: Bool
+    /// Added to every product: one value per row of C (a conv's output channel) or, when
+    /// `biasPerColumn`, per column (a linear's output feature). Each tile is filled with it
+    /// just before its sgemm accumulates onto it: the same sums as filling all of C first,
+    /// but in cache and on the worker threads.
+    var bias: UnsafePointer<Float>? = nil
+    var biasPerColumn = false
+    /// Add the product onto C as it is (the ONNX Gemm's C input, already in place); not with `bias`.
+    var accumulate = false
 }
+
+/// Where a finished GEMM tile sits in C: batch index, first row, first column.
+struct TilePosition {
+    let batch: Int, row: Int, column: Int
+}
+
+/// Runs on each finished tile while it is in cache: (tile, rows, columns, row stride, position).
+typealias TileEpilogue = (UnsafeMutablePointer<Float>, Int, Int, Int, TilePosition) -> Void
 
 /// Tile sizes of the fixed task grid. The grid depends only on the problem, never on the
 /// thread count: OpenBLAS's own threading splits work by thread count and so changes
 /// results in the last bits, while here each tile is one single-threaded sgemm whose
 /// arithmetic is the same however many workers share the tiles.
+///
+/// Wide tiles: each sgemm call packs its rows of A (a conv's weights) again, so narrow tiles
+/// repack the weights once per column tile. Single-threaded sgemm, best of 15 (scripts/bench_gemm_tiles.c):
+/// 832x1024x832 runs at 75 GFLOP/s in 416x256 tiles, 79 in 416x512, 81 in 416x1024.
 let gemmMaxRowTile = 512
-let gemmMaxColTile = 256
+let gemmMaxColTile = 1024
+/// Tiles are halved (the wider side first, not below 64) until a problem has this many, so
+/// that a batch-1 conv still keeps a few workers busy.
+let gemmMinTiles = 4
+
+/// The row and column tile sizes of `p`'s grid (a function of the problem only).
+func gemmTiles(_ p: GemmProblem) -> (rows: Int, cols: Int) {
+    var maxRow = gemmMaxRowTile, maxCol = gemmMaxColTile
+    while true {
+        let r = tileSize(p.m, max: maxRow), c = tileSize(p.n, max: maxCol)
+        let tiles = p.batch * ((p.m + r - 1) / r) * ((p.n + c - 1) / c)
+        if tiles >= gemmMinTiles || (r <= 64 && c <= 64) { return (r, c) }
+        if c >= r && c > 64 { maxCol = c / 2 } else { maxRow = r / 2 }
+    }
+}
 
 /// Splits `extent` into ceil(extent / maxTile) near-equal tiles (rounded up to a multiple
 /// of 16, the kernels' register-block width), so workers get balanced shares.
@@ -31,10 +63,9 @@ func tileSize(_ extent: Int, max maxTile: Int) -> Int {
 }
 
 /// Runs `p` as a grid of single-threaded OpenBLAS sgemm calls, `threads` workers at a time.
-/// `epilogue`, if given, runs on each finished tile while it is in cache: (tile, rows,
-/// columns, row stride).
-func gemm(_ p: GemmProblem, threads: Int, epilogue: ((UnsafeMutablePointer<Float>, Int, Int, Int) -> Void)? = nil) {
-    let gemmRowTile = tileSize(p.m, max: gemmMaxRowTile), gemmColTile = tileSize(p.n, max: gemmMaxColTile)
+/// `epilogue`, if given, runs on each finished tile while it is in cache.
+func gemm(_ p: GemmProblem, threads: Int, epilogue: TileEpilogue? = nil) {
+    let (gemmRowTile, gemmColTile) = gemmTiles(p)
     let mt = (p.m + gemmRowTile - 1) / gemmRowTile, nt = (p.n + gemmColTile - 1) / gemmColTile
     let tiles = p.batch * mt * nt
     guard tiles > 0, p.k >= 0 else { return }
@@ -45,9 +76,14 @@ func gemm(_ p: GemmProblem, threads: Int, epilogue: ((UnsafeMutablePointer<Float
         let a = p.a + bi * p.strideA + i0 * p.lda
         let b = p.b + bi * p.strideB + (p.transB ? j0 * p.ldb : j0)
         let c = p.c + bi * p.strideC + i0 * p.ldc + j0
+        if let bias = p.bias {
+            for r in 0..<mm {
+                if p.biasPerColumn { (c + r * p.ldc).update(from: bias + j0, count: nn) } else { (c + r * p.ldc).update(repeating: bias[i0 + r], count: nn) }
+            }
+        }
         cblas_sgemm(CblasRowMajor, CblasNoTrans, p.transB ? CblasTrans : CblasNoTrans,
-                    Int32(mm), Int32(nn), Int32(p.k), 1, a, Int32(p.lda), b, Int32(p.ldb), p.accumulate ? 1 : 0, c, Int32(p.ldc))
-        epilogue?(c, mm, nn, p.ldc)
+                    Int32(mm), Int32(nn), Int32(p.k), 1, a, Int32(p.lda), b, Int32(p.ldb), p.bias != nil || p.accumulate ? 1 : 0, c, Int32(p.ldc))
+        epilogue?(c, mm, nn, p.ldc, TilePosition(batch: bi, row: i0, column: j0))
     }
     if workers == 1 {
         for t in 0..<tiles { tile(t) }
@@ -61,41 +97,114 @@ func gemm(_ p: GemmProblem, threads: Int, epilogue: ((UnsafeMutablePointer<Float
 /// OpenBLAS must not add threads of its own (see `gemm`); set once per executor.
 func useSingleThreadedBLAS() { openblas_set_num_threads(1) }
 
+/// What a convolution (or linear) applies to its output while each tile is in cache.
+enum ConvEpilogue {
+    case none
+    case activation(Activation)
+    /// out = inp + gate[n, c] * out, the gated residual: inp has the output's shape
+    /// [N, Cout, pixels], gate is [N, Cout]. Same arithmetic as `gatedAddKernel`.
+    case gatedAdd(inp: UnsafePointer<Float>, gate: UnsafePointer<Float>)
+
+    /// Applies the epilogue to `count` contiguous outputs of image `n`, channel `c`, starting
+    /// at pixel `pixel` of a [N, channels, pixels] output.
+    @inline(__always)
+    func apply(_ y: UnsafeMutablePointer<Float>, count: Int, image n: Int, channel c: Int, pixel: Int, channels: Int, pixels: Int) {
+        switch self {
+        case .none: return
+        case let .activation(act): applyActivation(act, y, y, count)
+        case let .gatedAdd(inp, gate):
+            let nc = n * channels + c
+            let g = gate[nc], a = inp + nc * pixels + pixel
+            for i in 0..<count { y[i] = a[i] + g * y[i] }
+        }
+    }
+
+    /// The GEMM tile epilogue for an output laid out [N, channels, pixels] with C rows as
+    /// channels and columns as pixels (a conv; `channel0` offsets a group's rows), or nil.
+    func convTiles(channels: Int, pixels: Int, image: Int? = nil, channel0: Int = 0) -> TileEpilogue? {
+        if case .none = self { return nil }
+        return { c, rows, cols, ld, at in
+            for r in 0..<rows {
+                apply(c + r * ld, count: cols, image: image ?? at.batch, channel: channel0 + at.row + r, pixel: at.column, channels: channels, pixels: pixels)
+            }
+        }
+    }
+
+    /// The GEMM tile epilogue for a linear's [rows, features] output read as [N, features, 1].
+    func linearTiles(features: Int) -> TileEpilogue? {
+        if case .none = self { return nil }
+        return { c, rows, cols, ld, at in
+            for r in 0..<rows {
+                for j in 0..<cols { apply(c + r * ld + j, count: 1, image: at.row + r, channel: at.column + j, pixel: 0, channels: features, pixels: 1) }
+            }
+        }
+    }
+}
+
+extension ConvEpilogue {
+    /// The activation epilogue, or `.none`.
+    init(_ activation: Activation?) { self = activation.map { .activation($0) } ?? .none }
+}
+
 /// Linear layer y[N,out] = x[N,in] W^T + b, W in PyTorch layout [out,in].
 func linearKernel(x: UnsafePointer<Float>, w: UnsafePointer<Float>, bias: UnsafePointer<Float>?, y: UnsafeMutablePointer<Float>,
-                  rows: Int, inFeatures: Int, outFeatures: Int, threads: Int, activation: Activation? = nil) {
-    if let bias {
-        for r in 0..<rows { (y + r * outFeatures).update(from: bias, count: outFeatures) }
+                  rows: Int, inFeatures: Int, outFeatures: Int, threads: Int, epilogue: ConvEpilogue = .none) {
+    let tiles: TileEpilogue?
+    if case let .activation(act) = epilogue {
+        // Whole tile rows at a time, so the activation loop vectorizes.
+        tiles = { c, rows, cols, ld, _ in for r in 0..<rows { applyActivation(act, c + r * ld, c + r * ld, cols) } }
+    } else {
+        tiles = epilogue.linearTiles(features: outFeatures)
     }
     gemm(GemmProblem(m: rows, n: outFeatures, k: inFeatures, a: x, lda: inFeatures, strideA: 0,
                      b: w, ldb: inFeatures, strideB: 0, transB: true, c: y, ldc: outFeatures, strideC: 0,
-                     accumulate: bias != nil), threads: threads, epilogue: tileActivation(activation))
+                     bias: bias, biasPerColumn: true), threads: threads, epilogue: tiles)
 }
 
-/// The epilogue applying `activation` to a GEMM tile, or nil.
-func tileActivation(_ activation: Activation?) -> ((UnsafeMutablePointer<Float>, Int, Int, Int) -> Void)? {
-    guard let activation else { return nil }
-    return { c, rows, cols, ld in
-        for r in 0..<rows { applyActivation(activation, c + r * ld, c + r * ld, cols) }
-    }
+/// Images with fewer pixels than this go through one GEMM for the whole batch: a
+/// per-image GEMM of DiCo-XL's 8x8 level is only 64 columns wide, and sgemm repacks the
+/// weights for every call. Single-threaded, best of 15 (scripts/bench_gemm_tiles.c): 1664x1664 weights on
+/// two 64-pixel images take 0.86x the time as one 128-column GEMM, copies included, 3328x1664
+/// 0.80x; at 256 pixels the two are within 2%, so the copies are not worth making there.
+let conv1x1BatchedBelowPixels = 256
+
+/// The scratch floats `conv1x1Kernel` needs (0 when it runs image by image).
+func conv1x1ScratchCount(batch: Int, cin: Int, cout: Int, pixels: Int) -> Int {
+    batch > 1 && pixels > 1 && pixels < conv1x1BatchedBelowPixels ? (cin + cout) * batch * pixels : 0
 }
 
-/// 1x1 convolution per image: Y_n[Cout,HW] = W[Cout,Cin] X_n[Cin,HW] + b.
+/// 1x1 convolution: Y_n[Cout,HW] = W[Cout,Cin] X_n[Cin,HW] + b, image by image, or for
+/// small images as one GEMM over the batch's pixels side by side (`scratch` holds
+/// `conv1x1ScratchCount` floats): the inputs are gathered into [Cin, N*HW], and the
+/// [Cout, N*HW] product is scattered back to NCHW with the epilogue applied on the way.
 func conv1x1Kernel(x: UnsafePointer<Float>, w: UnsafePointer<Float>, bias: UnsafePointer<Float>?, y: UnsafeMutablePointer<Float>,
-                   batch: Int, cin: Int, cout: Int, pixels: Int, threads: Int, activation: Activation? = nil) {
+                   batch: Int, cin: Int, cout: Int, pixels: Int, threads: Int, epilogue: ConvEpilogue = .none,
+                   scratch: UnsafeMutablePointer<Float>? = nil) {
     if pixels == 1 {
         // A pooled [N,C,1,1] input is a plain linear layer over the batch.
-        linearKernel(x: x, w: w, bias: bias, y: y, rows: batch, inFeatures: cin, outFeatures: cout, threads: threads, activation: activation)
+        linearKernel(x: x, w: w, bias: bias, y: y, rows: batch, inFeatures: cin, outFeatures: cout, threads: threads, epilogue: epilogue)
         return
     }
-    if let bias {
-        for n in 0..<batch {
-            for c in 0..<cout { (y + (n * cout + c) * pixels).update(repeating: bias[c], count: pixels) }
+    if let scratch, conv1x1ScratchCount(batch: batch, cin: cin, cout: cout, pixels: pixels) > 0 {
+        let cols = batch * pixels
+        let xs = scratch, ys = scratch + cin * cols
+        parallelRanges(cin, threads: threads) { r in
+            for ci in r { for n in 0..<batch { (xs + ci * cols + n * pixels).update(from: x + (n * cin + ci) * pixels, count: pixels) } }
         }
+        gemm(GemmProblem(m: cout, n: cols, k: cin, a: w, lda: cin, strideA: 0, b: xs, ldb: cols, strideB: 0, transB: false,
+                         c: ys, ldc: cols, strideC: 0, bias: bias), threads: threads)
+        parallelRanges(batch * cout, threads: threads) { r in
+            for nc in r {
+                let n = nc / cout, c = nc % cout, dst = y + nc * pixels
+                dst.update(from: ys + c * cols + n * pixels, count: pixels)
+                epilogue.apply(dst, count: pixels, image: n, channel: c, pixel: 0, channels: cout, pixels: pixels)
+            }
+        }
+        return
     }
     gemm(GemmProblem(m: cout, n: pixels, k: cin, a: w, lda: cin, strideA: 0,
                      b: x, ldb: pixels, strideB: cin * pixels, transB: false, c: y, ldc: pixels, strideC: cout * pixels,
-                     batch: batch, accumulate: bias != nil), threads: threads, epilogue: tileActivation(activation))
+                     batch: batch, bias: bias), threads: threads, epilogue: epilogue.convTiles(channels: cout, pixels: pixels))
 }
 
 /// C[m,n] = A[m,k] B[k,n] for row-major float32 matrices with leading dimensions, on
@@ -105,5 +214,5 @@ public func matrixProduct(m: Int, n: Int, k: Int, a: UnsafePointer<Float>, lda: 
                           c: UnsafeMutablePointer<Float>, ldc: Int, threads: Int) {
     useSingleThreadedBLAS()
     gemm(GemmProblem(m: m, n: n, k: k, a: a, lda: lda, strideA: 0, b: b, ldb: ldb, strideB: 0, transB: false,
-                     c: c, ldc: ldc, strideC: 0, accumulate: false), threads: threads)
+                     c: c, ldc: ldc, strideC: 0), threads: threads)
 }

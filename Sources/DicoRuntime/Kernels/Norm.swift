@@ -85,3 +85,22 @@ func globalAvgPoolKernel(x: UnsafePointer<Float>, y: UnsafeMutablePointer<Float>
         }
     }
 }
+
+/// DiCo's channel attention y = x * sigmoid(W pool(x) + b) for x [N,C,pixels], W [C,C]:
+/// the pooling, the 1x1 conv on the pooled vector and the sigmoid run as the unfused ops
+/// do (`globalAvgPoolKernel`, `linearKernel` with a sigmoid epilogue), so the result is
+/// bit-identical; the scale is then applied plane by plane. `scratch` holds 2 * N * C floats.
+func channelAttentionKernel(x: UnsafePointer<Float>, w: UnsafePointer<Float>, bias: UnsafePointer<Float>?, y: UnsafeMutablePointer<Float>,
+                            batch: Int, channels: Int, pixels: Int, scratch: UnsafeMutablePointer<Float>, threads: Int) {
+    let planes = batch * channels
+    let pooled = scratch, scale = scratch + planes
+    globalAvgPoolKernel(x: x, y: pooled, planes: planes, pixels: pixels, threads: threads)
+    linearKernel(x: pooled, w: w, bias: bias, y: scale, rows: batch, inFeatures: channels, outFeatures: channels, threads: threads,
+                 epilogue: .activation(.sigmoid))
+    parallelRanges(planes, threads: threads) { range in
+        for nc in range {
+            let s = scale[nc], src = x + nc * pixels, dst = y + nc * pixels
+            for i in 0..<pixels { dst[i] = src[i] * s }
+        }
+    }
+}
