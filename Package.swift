@@ -54,7 +54,7 @@ let package = Package(
         .testTarget(name: "DicoIRTests", dependencies: ["DicoIR", "DicoCore"]),
         .testTarget(name: "DicoModelTests", dependencies: ["DicoModel", "DicoIR", "DicoSafetensors", "DicoCore"]),
         .testTarget(name: "DicoRuntimeTests", dependencies: ["DicoTestSupport", "DicoRuntime", "DicoModel", "DicoIR", "DicoSafetensors", "DicoCore"]),
-        .testTarget(name: "DicoPassesTests", dependencies: ["DicoPasses", "DicoRuntime", "DicoModel", "DicoQuant", "DicoIR", "DicoCore"]),
+        .testTarget(name: "DicoPassesTests", dependencies: ["DicoTestSupport", "DicoPasses", "DicoRuntime", "DicoModel", "DicoQuant", "DicoIR", "DicoCore"]),
         .testTarget(name: "DicoQuantTests", dependencies: ["DicoQuant", "DicoCore"]),
         .testTarget(name: "DicoFormatTests", dependencies: ["DicoTestSupport", "DicoFormat", "DicoONNX", "DicoConversion", "DicoPasses", "DicoSafetensors", "DicoModel", "DicoRuntime", "DicoIR", "DicoCore", "DicoQuant"]),
         // Imports CONNXProto only to build malformed models in memory (no Python needed).

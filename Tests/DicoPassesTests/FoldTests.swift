@@ -1,3 +1,4 @@
+import DicoTestSupport
 import XCTest
 import DicoCore
 import DicoIR

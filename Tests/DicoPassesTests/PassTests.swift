@@ -6,9 +6,9 @@ import DicoModel
 import DicoPasses
 import DicoQuant
 import DicoRuntime
+import DicoTestSupport
 
-let fixtures = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
-    .appendingPathComponent("Fixtures").path
+let fixtures = fixturesDirectory
 
 /// Fixed DiCo inputs: batch 2, 8x8, t = [3, 640.25], y = [1, null].
 func dicoInputs(_ config: DiCoConfig) -> [String: HostTensor] {
@@ -21,15 +21,6 @@ func dicoInputs(_ config: DiCoConfig) -> [String: HostTensor] {
 
 func forward(_ g: Graph, _ inputs: [String: HostTensor]) throws -> [Float] {
     try Executor(graph: g, threads: 2).run(inputs)[0].floats!
-}
-
-func relativeL2(_ a: [Float], _ b: [Float]) -> Double {
-    var num = 0.0, den = 0.0
-    for i in a.indices {
-        num += (Double(a[i]) - Double(b[i])) * (Double(a[i]) - Double(b[i]))
-        den += Double(b[i]) * Double(b[i])
-    }
-    return (num / den).squareRoot()
 }
 
 /// Issue 4's end-to-end bound, optimized vs imported graph: the folds reorder float sums
