@@ -37,7 +37,7 @@ struct DicoConvert: ParsableCommand {
 }
 
 /// The tool's version, recorded in files it writes.
-let dicoConvertVersion = "0.2.0"
+let dicoConvertVersion = "0.3.0"
 
 /// `--threads`, shared by every command that computes.
 struct ThreadOptions: ParsableArguments {
