@@ -31,6 +31,12 @@ public struct ONNXModel: @unchecked Sendable {
 
     /// The `ai.onnx` opset version (domain "" or "ai.onnx").
     public var defaultOpset: Int64? { opsetImports[""] ?? opsetImports["ai.onnx"] }
+
+    /// The same model with `graph` in place of its graph (an edited copy, as tests build).
+    public func replacingGraph(_ graph: ONNXGraph) -> ONNXModel {
+        ONNXModel(path: path, irVersion: irVersion, opsetImports: opsetImports, producerName: producerName,
+                  producerVersion: producerVersion, graph: graph)
+    }
 }
 
 /// `GraphProto`: nodes in the file's (topological) order, initializers, inputs and outputs.

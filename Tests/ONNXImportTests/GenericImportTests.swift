@@ -16,8 +16,7 @@ final class GenericImportTests: XCTestCase {
         var g = m.graph
         let i = try XCTUnwrap(g.initializers.firstIndex { $0.name == name })
         g.initializers[i] = ONNXInitializer(name: name, tensor: tensor(g.initializers[i].tensor))
-        return ONNXModel(path: m.path, irVersion: m.irVersion, opsetImports: m.opsetImports, producerName: m.producerName,
-                         producerVersion: m.producerVersion, graph: g)
+        return m.replacingGraph(g)
     }
 
     /// One DiCo weight of the wrong shape: not DiCo (the recognizer's problem is the reason),
