@@ -82,7 +82,11 @@ extension ONNXCanonicalizer {
         do { weights = try DiCoRecognizer.recognize(named, file: path, checkValues: false) } catch let e as DicoError {
             throw NotDiCo(reason: e.message.replacingOccurrences(of: "\(path): ", with: "").replacingOccurrences(of: "\n  ", with: "; "))
         }
-        if checkValues { _ = try DiCoRecognizer.recognize(named, file: path, checkValues: true) }
+        if checkValues {
+            let order = config.expectedTensors.map { (weights.strippedPrefix + $0.name, weights.tensors[$0.name]!) }
+            let problems = DiCoRecognizer.nonFiniteTensors(order)
+            guard problems.isEmpty else { throw DiCoRecognizer.invalidStateDict(file: path, config: config, problems: problems) }
+        }
         let graph = try DiCoGraphBuilder.build(weights)
         let binding = try bindInputs(model, config: config)
         let head = "ONNX \(model.producerName) \(model.producerVersion) export, opset \(model.defaultOpset ?? 0), \(model.graph.nodes.count) nodes"

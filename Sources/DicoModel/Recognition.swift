@@ -143,8 +143,9 @@ public enum DiCoRecognizer {
                           numClasses: hasNull ? rows - 1 : rows, hasNullClass: hasNull, frequencySize: t0[1])
     }
 
-    /// Names of float tensors holding NaN or Inf, checked in parallel over tensors.
-    static func nonFiniteTensors(_ tensors: [(String, TensorData)]) -> [String] {
+    /// The problem lines (`nonFiniteProblem`) of the float tensors holding NaN or Inf, checked
+    /// in parallel over tensors.
+    public static func nonFiniteTensors(_ tensors: [(String, TensorData)]) -> [String] {
         var bad = [Bool](repeating: false, count: tensors.count)
         bad.withUnsafeMutableBufferPointer { flags in
             let f = flags
