@@ -10,6 +10,11 @@ import DicoIR
 ///
 /// Does not fire when something else also reads the normalized tensor (it would then be
 /// computed twice).
+///
+/// The `1 +` of the modulation is not folded into the adaLN linear's bias: the kernel adds
+/// it once per (image, channel), so the fold would save nothing, and a stored `b + 1` is
+/// rounded at the precision of 1 when fp16 or bf16 storage converts the bias, where the
+/// stored `b` keeps its own significant bits (FoldTests.testOnePlusScaleIsNotFoldedIntoAStoredBias).
 public struct FuseLayerNormModulate: GraphPass {
     public let name = "fuse-layer-norm-modulate"
     public init() {}

@@ -4,6 +4,7 @@ import DicoCore
 import DicoIR
 import DicoModel
 import DicoPasses
+import DicoQuant
 import DicoRuntime
 
 /// A pass that only reorders float sums (or rounds a folded weight once) moves a small
@@ -244,6 +245,46 @@ final class FoldTests: XCTestCase {
             }
             XCTAssertLessThan(interior, 1e-5, "interior pixels read no padding: the fold is exact there")
             XCTAssertGreaterThan(border, 1e-2, "border pixels differ by the missing beta taps")
+        }
+    }
+
+    /// The `1 +` of DiCo's modulation x * (1 + scale) + shift is not folded into the adaLN
+    /// linear's bias, and here is why. In the kernels it costs one add per (image, channel),
+    /// against a multiply-add per pixel, so the fold saves nothing measurable. And a stored
+    /// b + 1 is rounded at the precision of 1 when fp16 or bf16 conversion stores the bias
+    /// (bf16 keeps 8 significant bits: an absolute error up to 2^-9 next to 1), while the
+    /// stored b keeps 8 bits of b itself. The effective multiplier 1 + b is what the
+    /// activations see, so the folded file would carry a far larger error in it. Both
+    /// multipliers are run through the executor's `layer_norm_modulate` here: the folded
+    /// one as scale = stored(1 + b) - 1, which is exact in float (the subtraction of 1 from
+    /// a value in [0.5, 2] is exact).
+    func testOnePlusScaleIsNotFoldedIntoAStoredBias() throws {
+        let channels = 64, pixels = 16
+        // Trained adaLN outputs are small (the adaLN-Zero initialization starts them at 0).
+        let b = randoms(channels, scale: 0.05)
+        let x = randoms(channels * pixels), shift = randoms(channels, scale: 0.1)
+        func stored(_ v: [Float], bf16: Bool) -> [Float] {
+            var bits = [UInt16](repeating: 0, count: v.count)
+            _ = bf16 ? Quantizers.toBF16(v, count: v.count, into: &bits) : Quantizers.toF16(v, count: v.count, into: &bits)
+            return bits.map { bf16 ? Float(bitPattern: UInt32($0) << 16) : halfToFloat($0) }
+        }
+        var g = Graph()
+        let xi = g.addInput("x", TensorType(.f32, constant: [1, channels, 1, pixels]))
+        let si = g.addInput("shift", TensorType(.f32, constant: [1, channels]))
+        let ci = g.addInput("scale", TensorType(.f32, constant: [1, channels]))
+        g.outputs = [try g.add(.layerNormModulate(eps: 1e-6), [xi, si, ci], name: "norm")]
+        func run(_ scale: [Float]) throws -> [Float] {
+            try outputs(g, ["x": HostTensor(shape: [1, channels, 1, pixels], floats: x),
+                            "shift": HostTensor(shape: [1, channels], floats: shift),
+                            "scale": HostTensor(shape: [1, channels], floats: scale)])[0]
+        }
+        let reference = try run(b)
+        for bf16 in [true, false] {
+            let unfolded = try run(stored(b, bf16: bf16))
+            let folded = try run(stored(b.map { 1 + $0 }, bf16: bf16).map { $0 - 1 })
+            let eUnfolded = relativeL2(unfolded, reference), eFolded = relativeL2(folded, reference)
+            // The factor is about 1 / |b| (here 1 / 0.025 on average): 10 leaves room for the draw.
+            XCTAssertGreaterThan(eFolded, 10 * eUnfolded, "\(bf16 ? "bf16" : "fp16"): folded \(eFolded), unfolded \(eUnfolded)")
         }
     }
 
