@@ -210,7 +210,7 @@ final class KernelTests: XCTestCase {
     /// A large common offset (100) is the case where a one-pass E[x^2] - E[x]^2 variance
     /// loses digits; the kernel must still agree to float rounding.
     func testChannelLayerNormMatchesReference() throws {
-        let shape = [2, 37, 3, 50]   // 150 pixels: crosses the kernel's 128-pixel tile
+        let shape = [2, 37, 3, 50]   // one tile per image; several tiles: testChannelLayerNormStatisticsAtTheWidestLevel
         let x = random(shape.reduce(1, *), scale: 2, offset: 100)
         let got = try run(.channelLayerNorm(eps: 1e-6), [(shape, x)])
         var want = [Double](repeating: 0, count: x.count)
