@@ -210,7 +210,7 @@ final class KernelTests: XCTestCase {
     /// A large common offset (100) is the case where a one-pass E[x^2] - E[x]^2 variance
     /// loses digits; the kernel must still agree to float rounding.
     func testChannelLayerNormMatchesReference() throws {
-        let shape = [2, 37, 3, 50]   // 150 pixels: crosses the kernel's 128-pixel tile
+        let shape = [2, 37, 3, 50]   // one tile per image; several tiles: testChannelLayerNormStatisticsAtTheWidestLevel
         let x = random(shape.reduce(1, *), scale: 2, offset: 100)
         let got = try run(.channelLayerNorm(eps: 1e-6), [(shape, x)])
         var want = [Double](repeating: 0, count: x.count)
@@ -224,6 +224,39 @@ final class KernelTests: XCTestCase {
         // Inputs near 100 carry float32 rounding of 100 * 6e-8 = 6e-6 relative to a spread
         // of 2, so 1e-5 is the input's own precision, not slack in the kernel.
         assertClose(got.floats!, want, 1e-5, "channel layer norm")
+    }
+
+    /// The one-pass statistics at DiCo's widest level (3328 channels) in the case that costs
+    /// them the most digits: a common offset of 100000 and, at even pixels, a first channel (the
+    /// kernel's shift) 500 above the rest, as far from the mean as a sample can be. Also the
+    /// channel remainders of the four-channel loop (C = 1, 2, 6), a 1000-pixel image (two
+    /// tiles) and a batch-1 64-pixel image (its tile split for the workers), each bit for bit
+    /// the same with 1, 2 and 3 threads.
+    func testChannelLayerNormStatisticsAtTheWidestLevel() throws {
+        for shape in [[1, 3328, 1, 19], [2, 1, 2, 3], [2, 2, 3, 3], [1, 6, 40, 25], [1, 5, 8, 8]] {
+            let (c, p) = (shape[1], shape[2] * shape[3])
+            var x = random(shape.reduce(1, *), scale: 2, offset: shape[1] > 1000 ? 100_000 : 0)
+            if c > 1000 { for n in 0..<shape[0] { for i in stride(from: 0, to: p, by: 2) { x[n * c * p + i] += 500 } } }
+            var want = [Double](repeating: 0, count: x.count)
+            for n in 0..<shape[0] { for i in 0..<p {
+                let vals = (0..<c).map { Double(x[(n * c + $0) * p + i]) }
+                let mu = vals.reduce(0, +) / Double(c)
+                let v = vals.reduce(0) { $0 + ($1 - mu) * ($1 - mu) } / Double(c)
+                for k in 0..<c { want[(n * c + k) * p + i] = (vals[k] - mu) / (v + 1e-6).squareRoot() }
+            } }
+            let got = try run(.channelLayerNorm(eps: 1e-6), [(shape, x)], threads: 1).floats!
+            // Rounding the exact value to float once errs by at most 2^-24 of it; the Double
+            // statistics add under 4e-9 relative (see the kernel), so one float ulp (2^-23) of
+            // each value, plus 1e-9 for values that are themselves near zero, bounds every
+            // element. At this offset a float variance (one pass or two) misses the bound by 1e6x
+            // or more, a Double one-pass without the shift by 300x (numpy, sequential sums).
+            let ratios = x.indices.map { abs(Double(got[$0]) - want[$0]) / (0x1p-23 * abs(want[$0]) + 1e-9) }
+            let worst = ratios.indices.max { ratios[$0] < ratios[$1] }!
+            XCTAssertLessThanOrEqual(ratios[worst], 1, "\(shape): element \(worst) is \(got[worst]), want \(want[worst])")
+            for threads in [2, 3] {
+                XCTAssertEqual(try run(.channelLayerNorm(eps: 1e-6), [(shape, x)], threads: threads).floats!, got, "\(shape) threads \(threads)")
+            }
+        }
     }
 
     func testModulateGatedAddAndPoolMatchReference() throws {
