@@ -20,18 +20,24 @@ func depthwise3x3Kernel(x: UnsafePointer<Float>, w: UnsafePointer<Float>, bias: 
 
 /// One plane of the depthwise 3x3 conv: each output row written once, as the bias plus the
 /// row sums of the input rows above, at and below it, in that order; each row sum is
-/// (left + centre) + right. Interior columns 8 at a time (the same arithmetic per lane, no
-/// fused multiply-add), so the result is the scalar definition's, bit for bit.
+/// (left + centre) + right. Interior columns 4 at a time (the same arithmetic per lane, no
+/// fused multiply-add), so the result is the scalar definition's, bit for bit. SIMD4, the
+/// SSE width of the baseline x86-64 target: SIMD8 lowered to shuffles and ran 3x slower,
+/// and the plain loop (the previous kernel) did not vectorize at all, 6x slower.
 @inline(__always)
 func depthwise3x3Plane(_ src: UnsafePointer<Float>, _ k: UnsafePointer<Float>, _ b0: Float, _ dst: UnsafeMutablePointer<Float>,
                        height: Int, width: Int) {
-    typealias V = SIMD8<Float>
+    typealias V = SIMD4<Float>
     @inline(__always) func load(_ p: UnsafePointer<Float>) -> V { UnsafeRawPointer(p).loadUnaligned(as: V.self) }
+    let u0 = k[0], u1 = k[1], u2 = k[2], m0 = k[3], m1 = k[4], m2 = k[5], d0 = k[6], d1 = k[7], d2 = k[8]
+    let bv = V(repeating: b0)
+    let vu0 = V(repeating: u0), vu1 = V(repeating: u1), vu2 = V(repeating: u2)
+    let vm0 = V(repeating: m0), vm1 = V(repeating: m1), vm2 = V(repeating: m2)
+    let vd0 = V(repeating: d0), vd1 = V(repeating: d1), vd2 = V(repeating: d2)
     for h in 0..<height {
         let o = dst + h * width
-        // The rows that exist (zero padding drops the others) and their kernel rows.
+        // The rows that exist (zero padding drops the others).
         let up = h > 0 ? src + (h - 1) * width : nil, mid = src + h * width, down = h + 1 < height ? src + (h + 1) * width : nil
-        let u0 = k[0], u1 = k[1], u2 = k[2], m0 = k[3], m1 = k[4], m2 = k[5], d0 = k[6], d1 = k[7], d2 = k[8]
         if width == 1 {
             var v = b0
             if let up { v += u1 * up[0] }
@@ -48,18 +54,32 @@ func depthwise3x3Plane(_ src: UnsafePointer<Float>, _ k: UnsafePointer<Float>, _
         if let down { l += d1 * down[0] + d2 * down[1]; r += d0 * down[e - 1] + d1 * down[e] }
         o[0] = l
         o[e] = r
+        // Interior columns 1..<e by 4; the last group overlaps the one before it (same values
+        // written twice) instead of a scalar tail. Rows with both neighbours, the bulk, have
+        // no optional in the loop.
         var i = 1
-        let bv = V(repeating: b0)
-        let vu0 = V(repeating: u0), vu1 = V(repeating: u1), vu2 = V(repeating: u2)
-        let vm0 = V(repeating: m0), vm1 = V(repeating: m1), vm2 = V(repeating: m2)
-        let vd0 = V(repeating: d0), vd1 = V(repeating: d1), vd2 = V(repeating: d2)
-        while i + 8 <= e {
-            var v = bv
-            if let up { v += vu0 * load(up + i - 1) + vu1 * load(up + i) + vu2 * load(up + i + 1) }
-            v += vm0 * load(mid + i - 1) + vm1 * load(mid + i) + vm2 * load(mid + i + 1)
-            if let down { v += vd0 * load(down + i - 1) + vd1 * load(down + i) + vd2 * load(down + i + 1) }
-            UnsafeMutableRawPointer(o + i).storeBytes(of: v, as: V.self)
-            i += 8
+        if e - 1 >= 4 {
+            if let up, let down {
+                while true {
+                    var v = bv + (vu0 * load(up + i - 1) + vu1 * load(up + i) + vu2 * load(up + i + 1))
+                    v += vm0 * load(mid + i - 1) + vm1 * load(mid + i) + vm2 * load(mid + i + 1)
+                    v += vd0 * load(down + i - 1) + vd1 * load(down + i) + vd2 * load(down + i + 1)
+                    UnsafeMutableRawPointer(o + i).storeBytes(of: v, as: V.self)
+                    if i == e - 4 { break }
+                    i = min(i + 4, e - 4)
+                }
+            } else {
+                while true {
+                    var v = bv
+                    if let up { v += vu0 * load(up + i - 1) + vu1 * load(up + i) + vu2 * load(up + i + 1) }
+                    v += vm0 * load(mid + i - 1) + vm1 * load(mid + i) + vm2 * load(mid + i + 1)
+                    if let down { v += vd0 * load(down + i - 1) + vd1 * load(down + i) + vd2 * load(down + i + 1) }
+                    UnsafeMutableRawPointer(o + i).storeBytes(of: v, as: V.self)
+                    if i == e - 4 { break }
+                    i = min(i + 4, e - 4)
+                }
+            }
+            continue
         }
         while i < e {
             var v = b0
@@ -72,15 +92,10 @@ func depthwise3x3Plane(_ src: UnsafePointer<Float>, _ k: UnsafePointer<Float>, _
     }
 }
 
-/// Floats of one task's tile in `pointwiseDepthwiseKernel`: 256 KB, half of one core's L2,
-/// so the 1x1 conv's output is still there when the depthwise conv reads it back (64
-/// channels of a 32x32 image). Smaller images get more channels per tile (up to 512, as
-/// `gemm`'s row tiles), so the sgemm calls do not repack the input for narrow row tiles.
-let pointwiseDepthwiseTileFloats = 65_536
-
-/// Largest image (pixels) the executor fuses a 1x1 conv into the depthwise conv after it:
-/// above it a tile of 64 full-width rows no longer fits in L2,
-/// and the executor runs the two convs one after the other.
+/// Largest image (pixels) the executor fuses a 1x1 conv into the depthwise conv after it,
+/// DiCo's full-resolution level at its 32x32 latent; on larger images the executor runs the
+/// two convs one after the other (a task's tile, the 1x1 GEMM's row tile times the image,
+/// is already 1.7 MB for DiCo-XL's 416 channels at 1024 pixels; larger sizes not measured).
 public let pointwiseDepthwiseMaxPixels = 1024
 
 /// The geometry of a 1x1 conv (`cin` -> `channels`, stride 1, bias optional) feeding a
@@ -92,9 +107,15 @@ struct PointwiseDepthwiseGeometry {
     var batched: Bool { conv1x1ScratchCount(batch: batch, cin: cin, cout: channels, pixels: pixels) > 0 }
     /// Columns of one task's GEMM tile: one image, or the whole batch when `batched`.
     var columns: Int { batched ? batch * pixels : pixels }
-    /// Channels per task: near-equal tiles (`tileSize`) of at most `pointwiseDepthwiseTileFloats`
-    /// floats, 64 to 512 rows.
-    var channelTile: Int { tileSize(channels, max: min(gemmMaxRowTile, max(64, pointwiseDepthwiseTileFloats / columns / 16 * 16))) }
+    /// The grid `conv1x1Kernel`'s GEMM takes for these images (rows = channels, columns = pixels).
+    var unfusedTiles: (rows: Int, cols: Int) {
+        let none = UnsafeMutablePointer<Float>(bitPattern: 64)!
+        return gemmTiles(GemmProblem(m: channels, n: columns, k: cin, a: none, lda: cin, strideA: 0, b: none, ldb: columns, strideB: 0,
+                                     transB: false, c: none, ldc: columns, strideC: 0, batch: batched ? 1 : batch))
+    }
+    /// Channels per task: the unfused GEMM's row tile (OpenBLAS rounds differently for
+    /// other row counts once k is in the hundreds, measured by PlanFusionTests).
+    var channelTile: Int { unfusedTiles.rows }
     var channelTiles: Int { (channels + channelTile - 1) / channelTile }
     var tasks: Int { (batched ? 1 : batch) * channelTiles }
     func workers(_ threads: Int) -> Int { max(1, min(threads, tasks)) }
@@ -105,22 +126,21 @@ struct PointwiseDepthwiseGeometry {
 }
 
 /// y = depthwise3x3(conv1x1(x, w1) + b1, w2) + b2, then the epilogue, without writing the 1x1
-/// conv's output to memory: each task computes `channelTile` output channels
-/// of the 1x1 conv for one image (or the batch side by side) into its worker's scratch tile by
-/// one single-threaded sgemm, then runs the depthwise conv of those channels from the tile
-/// straight into `y`. Tasks are fixed by the geometry and each is computed whole by one
-/// worker, so results do not depend on `threads`; with sgemm calls as wide as `conv1x1Kernel`'s
-/// and the same `depthwise3x3Plane`, they equal the two convs run apart, bit for bit.
+/// conv's output to memory: each task computes `channelTile` output channels of the 1x1 conv
+/// for one image (or the batch side by side) into its worker's scratch tile, by the same
+/// single-threaded sgemm calls as `conv1x1Kernel`'s tiles, then runs the depthwise conv of
+/// those channels from the tile (still in cache) straight into `y`. Tasks are fixed by the
+/// geometry and each is computed whole by one worker, so results do not depend on `threads`;
+/// with the same sgemm calls and the same `depthwise3x3Plane`, they equal the two convs run
+/// apart, bit for bit.
 func pointwiseDepthwiseKernel(_ g: PointwiseDepthwiseGeometry, x: UnsafePointer<Float>, w1: UnsafePointer<Float>, b1: UnsafePointer<Float>?,
                               w2: UnsafePointer<Float>, b2: UnsafePointer<Float>?, y: UnsafeMutablePointer<Float>,
                               scratch: UnsafeMutablePointer<Float>, threads: Int, epilogue: ConvEpilogue = .none) {
     let (cin, channels, pixels, cols) = (g.cin, g.channels, g.pixels, g.columns)
     let tileRows = g.channelTile, channelTiles = g.channelTiles
-    // The column split `conv1x1Kernel`'s GEMM takes: OpenBLAS picks its micro-kernels by the
-    // width of a call, so a different split rounds differently (the row split does not
-    // matter: measured by PlanFusionTests, whose cases differ from the unfused grid in both).
-    let colTile = gemmTiles(GemmProblem(m: channels, n: cols, k: cin, a: w1, lda: cin, strideA: 0, b: x, ldb: cols, strideB: 0,
-                                        transB: false, c: y, ldc: cols, strideC: 0, batch: g.batched ? 1 : g.batch)).cols
+    // The column split `conv1x1Kernel`'s GEMM takes too: OpenBLAS rounds differently for a
+    // different call width.
+    let colTile = g.unfusedTiles.cols
     var tiles = scratch
     if g.batched {
         // The batch's pixels side by side: [cin, batch * pixels].
