@@ -36,11 +36,12 @@ public final class Executor: @unchecked Sendable {
     /// Wall seconds, process CPU seconds, node count and multiply-accumulates per kernel
     /// path, accumulated over profiled runs.
     public private(set) var profile: [String: ProfileEntry] = [:]
-    /// Execution-plan fusion (on by default): a plain 1x1 `conv2d` whose output only a
-    /// depthwise 3x3 conv reads runs with it as one kernel, the 1x1 output never written to
-    /// memory (`pointwiseDepthwiseKernel`), on images of up to `pointwiseDepthwiseMaxPixels`
-    /// pixels. The graph keeps both nodes; false runs them one by one (for `bench --no-plan-fusion`).
-    public var planFusion = true
+    /// Execution-plan fusion: a plain 1x1 `conv2d` whose output only a depthwise 3x3 conv
+    /// reads runs with it as one kernel, the 1x1 output never written to graph memory
+    /// (`pointwiseDepthwiseKernel`), on images of up to `pointwiseDepthwiseMaxPixels` pixels,
+    /// bit-identical to the two nodes. The graph keeps both nodes. Off by default: on DiCo-S
+    /// and DiCo-XL batch 2 it measured no faster than the two kernels (`bench --plan-fusion`).
+    public var planFusion = false
     /// The fusable pairs, by node index: depthwise node -> the 1x1 node it absorbs.
     private var pointwiseInto: [Int: Int] = [:]
 

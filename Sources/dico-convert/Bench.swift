@@ -40,8 +40,8 @@ struct Bench: ParsableCommand {
     @Option(name: .customLong("skip-pass"), help: "Leave this pass out of the pipeline (repeatable); implies --optimize.")
     var skipPass: [String] = []
 
-    @Flag(name: .customLong("no-plan-fusion"), help: "Run every node by itself: no execution-plan fusion of a 1x1 conv into the depthwise 3x3 conv that alone reads it (the graph is the same either way).")
-    var noPlanFusion = false
+    @Flag(name: .customLong("plan-fusion"), help: "Let the executor run a 1x1 conv and the depthwise 3x3 conv that alone reads it as one kernel (execution-plan fusion; the graph and the results are the same either way; off by default, it measured no faster).")
+    var planFusion = false
 
     @OptionGroup var threadOptions: ThreadOptions
 
@@ -69,7 +69,7 @@ struct Bench: ParsableCommand {
         let y = (0..<batch).map { _ in Int64(rng.next() % UInt64(config.tableRows)) }
         let inputs = ["x": HostTensor(shape: [batch, config.inChannels, size, size], floats: x),
                       "t": HostTensor(shape: [batch], floats: t), "y": HostTensor(shape: [batch], int64s: y)]
-        executor.planFusion = !noPlanFusion
+        executor.planFusion = planFusion
         executor.profiling = profile
         executor.profileShapes = profileShapes
         var finite = true
