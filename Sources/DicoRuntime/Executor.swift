@@ -36,6 +36,21 @@ public final class Executor: @unchecked Sendable {
     /// Wall seconds, process CPU seconds, node count and multiply-accumulates per kernel
     /// path, accumulated over profiled runs.
     public private(set) var profile: [String: ProfileEntry] = [:]
+    /// Execution-plan fusion: a plain 1x1 `conv2d` whose output only a depthwise 3x3 conv
+    /// reads runs with it as one kernel, the 1x1 output never written to graph memory
+    /// (`pointwiseDepthwiseKernel`), on images of up to `pointwiseDepthwiseMaxPixels` pixels,
+    /// bit-identical to the two nodes. The graph keeps both nodes. Off by default: on DiCo-S
+    /// and DiCo-XL batch 2 it measured no faster than the two kernels (`bench --plan-fusion`).
+    public var planFusion = false
+    /// The fusable pairs, by node index: depthwise node -> the 1x1 node it absorbs.
+    private var pointwiseInto: [Int: Int] = [:]
+
+    /// The pairs of nodes the executor may run as one (the 1x1 conv's and the depthwise
+    /// conv's names), in graph order, whether or not `planFusion` is on; a pair fuses in a
+    /// run when its images have at most `pointwiseDepthwiseMaxPixels` pixels.
+    public var fusablePairs: [(pointwise: String, depthwise: String)] {
+        pointwiseInto.sorted { $0.key < $1.key }.map { (graph.nodes[$0.value].name, graph.nodes[$0.key].name) }
+    }
 
     /// The number of online CPUs, the default thread count.
     public static var defaultThreads: Int { max(1, sysconf(Int32(_SC_NPROCESSORS_ONLN))) }
@@ -69,6 +84,32 @@ public final class Executor: @unchecked Sendable {
             }
         }
         try precomputeConstantNodes()
+        findPointwiseDepthwisePairs()
+    }
+
+    /// Finds each plain 1x1 conv (stride 1, no padding, one group, no epilogue) whose output
+    /// is not a graph output and is read once, as the input of a depthwise 3x3 `conv2d` or
+    /// `conv2d_activation` (stride 1, padding 1, one group per channel) of the same channels.
+    private func findPointwiseDepthwisePairs() {
+        var reads = [Int](repeating: 0, count: graph.values.count)
+        for node in graph.nodes { for i in node.inputs { reads[i.index] += 1 } }
+        for o in graph.outputs { reads[o.index] += 1 }
+        func weightShape(_ node: Node) -> [Int]? {
+            let s = graph[node.inputs[1]].type.shape.compactMap(\.constant)
+            return s.count == 4 ? s : nil
+        }
+        for (n, node) in graph.nodes.enumerated() where !precomputed.contains(n) {
+            let groups: Int
+            switch node.op {
+            case .conv2d(stride: 1, padding: 1, groups: let g), .conv2dActivation(stride: 1, padding: 1, groups: let g, activation: _): groups = g
+            default: continue
+            }
+            guard case let .node(p) = graph[node.inputs[0]].source, !precomputed.contains(p), reads[node.inputs[0].index] == 1,
+                  case .conv2d(stride: 1, padding: 0, groups: 1) = graph.nodes[p].op,
+                  let w1 = weightShape(graph.nodes[p]), w1[2] == 1, w1[3] == 1,
+                  let w2 = weightShape(node), w2 == [w1[0], 1, 3, 3], groups == w1[0] else { continue }
+            pointwiseInto[n] = p
+        }
     }
 
     /// Evaluates, in order, every node that reads only constants (or other such nodes) and
@@ -129,32 +170,49 @@ public final class Executor: @unchecked Sendable {
         }
         _ = inputStore
 
+        // The fused pairs of this run (their image size is known now); a 1x1 node absorbed
+        // into a depthwise one runs there, so its inputs must live until then.
+        var fused: [Int: Int] = [:], absorbed: [Int: Int] = [:]
+        if planFusion {
+            for (d, p) in pointwiseInto {
+                let s = shapes[graph.nodes[p].inputs[0].index]
+                if s[2] * s[3] <= pointwiseDepthwiseMaxPixels { fused[d] = p; absorbed[p] = d }
+            }
+        }
         // The last node that reads each value; a buffer returns to the pool after it.
         var lastUse = [Int](repeating: -1, count: graph.values.count)
-        for (n, node) in graph.nodes.enumerated() { for i in node.inputs { lastUse[i.index] = n } }
+        for (n, node) in graph.nodes.enumerated() { for i in node.inputs { lastUse[i.index] = max(lastUse[i.index], absorbed[n] ?? n) } }
         for o in graph.outputs { lastUse[o.index] = Int.max }
 
-        for (n, node) in graph.nodes.enumerated() where !precomputed.contains(n) {
+        for (n, node) in graph.nodes.enumerated() where !precomputed.contains(n) && absorbed[n] == nil {
             let out = pool.take(shapes[node.output.index].reduce(1, *))
             let start = profiling ? monotonicSeconds() : 0, cpuStart = profiling ? processCPUSeconds() : 0
-            try execute(node, out: out, f32: f32, i64: i64, shapes: shapes)
+            let pointwise = fused[n].map { graph.nodes[$0] }
+            if let pointwise {
+                executePointwiseDepthwise(pointwise, node, out: out, f32: f32, shapes: shapes)
+            } else {
+                try execute(node, out: out, f32: f32, i64: i64, shapes: shapes)
+            }
             if profiling {
-                let key = kernelPath(node, shapes) + (profileShapes ? shapeKey(node, shapes) : "")
+                var key = kernelPath(node, shapes) + (profileShapes ? shapeKey(node, shapes) : "")
+                if let pointwise { key = kernelPath(pointwise, shapes) + " + " + key + " (fused)" }
                 var e = profile[key] ?? ProfileEntry()
                 e.seconds += monotonicSeconds() - start
                 e.cpuSeconds += processCPUSeconds() - cpuStart
                 e.count += 1
-                e.macs += multiplyAccumulates(node, shapes)
+                e.macs += multiplyAccumulates(node, shapes) + (pointwise.map { multiplyAccumulates($0, shapes) } ?? 0)
                 profile[key] = e
             }
             f32[node.output.index] = UnsafePointer(out)
+            // A fused node also reads its 1x1 node's inputs; the 1x1 output never existed.
+            let read = Set(node.inputs + (pointwise?.inputs ?? [])).subtracting(pointwise.map { [$0.output] } ?? [])
             if releaseMappedConstants {
-                for i in Set(node.inputs) where lastUse[i.index] == n {
+                for i in read where lastUse[i.index] == n {
                     if let d = graph.constant(i), case let .mapped(file, offset) = d.storage { file.release(offset: offset, count: d.byteCount) }
                 }
             }
             // Set: a node may read one value twice, and its buffer must return to the pool once.
-            for i in Set(node.inputs) where lastUse[i.index] == n && graph.constant(i) == nil {
+            for i in read where lastUse[i.index] == n && graph.constant(i) == nil {
                 if let p = f32[i.index], case let .node(producer) = graph[i].source, !precomputed.contains(producer) {
                     pool.give(UnsafeMutablePointer(mutating: p), shapes[i.index].reduce(1, *))
                 }
@@ -165,6 +223,23 @@ public final class Executor: @unchecked Sendable {
             let p = f32[o.index]!
             return HostTensor(shape: s, floats: Array(UnsafeBufferPointer(start: p, count: s.reduce(1, *))))
         }
+    }
+
+    /// Runs the 1x1 conv `pointwise` and the depthwise conv `depthwise` that reads it as one
+    /// kernel into `out`.
+    private func executePointwiseDepthwise(_ pointwise: Node, _ depthwise: Node, out: UnsafeMutablePointer<Float>,
+                                           f32: [Int: UnsafePointer<Float>], shapes: [[Int]]) {
+        func opt(_ node: Node, _ k: Int) -> UnsafePointer<Float>? { k < node.inputs.count ? f32[node.inputs[k].index] : nil }
+        let s = shapes[pointwise.inputs[0].index], w = shapes[pointwise.inputs[1].index]
+        let g = PointwiseDepthwiseGeometry(batch: s[0], cin: s[1], channels: w[0], height: s[2], width: s[3])
+        var epilogue = ConvEpilogue.none
+        if case let .conv2dActivation(_, _, _, act) = depthwise.op { epilogue = .activation(act) }
+        let count = g.scratchCount(threads: threads)
+        let scratch = pool.take(count)
+        defer { pool.give(scratch, count) }
+        pointwiseDepthwiseKernel(g, x: f32[pointwise.inputs[0].index]!, w1: f32[pointwise.inputs[1].index]!, b1: opt(pointwise, 2),
+                                 w2: f32[depthwise.inputs[1].index]!, b2: opt(depthwise, 2), y: out, scratch: scratch,
+                                 threads: threads, epilogue: epilogue)
     }
 
     /// The op name, refined by the kernel a conv takes.

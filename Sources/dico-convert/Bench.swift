@@ -40,6 +40,9 @@ struct Bench: ParsableCommand {
     @Option(name: .customLong("skip-pass"), help: "Leave this pass out of the pipeline (repeatable); implies --optimize.")
     var skipPass: [String] = []
 
+    @Flag(name: .customLong("plan-fusion"), help: "Let the executor run a 1x1 conv and the depthwise 3x3 conv that alone reads it as one kernel (execution-plan fusion; the graph and the results are the same either way; off by default, it measured no faster).")
+    var planFusion = false
+
     @OptionGroup var threadOptions: ThreadOptions
 
     func validate() throws {
@@ -66,6 +69,7 @@ struct Bench: ParsableCommand {
         let y = (0..<batch).map { _ in Int64(rng.next() % UInt64(config.tableRows)) }
         let inputs = ["x": HostTensor(shape: [batch, config.inChannels, size, size], floats: x),
                       "t": HostTensor(shape: [batch], floats: t), "y": HostTensor(shape: [batch], int64s: y)]
+        executor.planFusion = planFusion
         executor.profiling = profile
         executor.profileShapes = profileShapes
         var finite = true
@@ -85,6 +89,7 @@ struct Bench: ParsableCommand {
             ("median_s", .number(String(format6(median)))), ("min_s", .number(String(format6(sorted[0])))),
             ("runs", .array(times.map { .number(format6($0)) })), ("finite", .bool(finite)),
             ("pipeline", .array(pipeline.map { .string($0) })), ("passes_applied", .array(applied.map { .string($0) })), ("nodes", .integer(graph.nodes.count)),
+            ("plan_fusion", .bool(executor.planFusion)),
         ])
         print(obj.serialized())
         if profile {
