@@ -12,7 +12,8 @@ machine's noise hits every side alike), and prints medians over all timed runs a
 (`bench --optimize`, the default pass pipeline). With --ablation each round also times the
 pipeline minus each pass that changed the graph (`--skip-pass P`) and the pipeline with
 `split-reduce-chan` in place of `fold-reduce-chan`: what each pass buys is the time it
-saves against the full pipeline. PyTorch is optional: without it only our figures are printed.
+saves against the full pipeline. The configurations run in reverse order every other round.
+PyTorch is optional: without it only our figures are printed.
 """
 import argparse, json, os, platform, statistics, subprocess, sys, datetime
 
@@ -67,8 +68,10 @@ def main():
             times = {name: [] for name, _ in configs}
             nodes = {}
             peer = []
-            for _ in range(args.rounds):
-                for name, extra in configs:
+            for rnd in range(args.rounds):
+                # Order reversed every other round, so that a drift of the shared machine's
+                # speed (or an after-effect of the previous run) does not favour one side.
+                for name, extra in (configs if rnd % 2 == 0 else configs[::-1]):
                     r = run_json(base + ["--batch", str(batch), "--runs", str(args.runs)] + extra)
                     assert r["finite"], "non-finite output"
                     times[name] += r["runs"]
