@@ -121,28 +121,19 @@ public enum Converter {
         // hash (running meanwhile) is done. The size comes from the mapping, so a file that
         // changed while it was read is caught by the hasher's byte count.
         let sourceSize = model.sourceSize
-        let zeros = String(repeating: "0", count: 64)
-        let externalNames = relativeNames(model.externalFiles.map(\.path), to: input)
-        func prov(_ digest: String, _ externalDigests: [String]) -> JSONValue {
-            let external = model.externalFiles.indices.map { (file: externalNames[$0], size: model.externalFiles[$0].size, sha256: externalDigests[$0]) }
-            return provenance(input: input, format: model.format.rawValue, size: sourceSize, sha256: digest, external: external,
-                              policy: policy, options: options, passes: applied, converted: converted, kept: kept,
-                              strippedPrefix: weights.strippedPrefix)
-        }
         defer { hashes.wait() }
-        try DicoWriter.write(to: output, overwrite: options.overwrite, model: modelJSON, graph: graph,
-                             provenance: prov(zeros, model.externalFiles.map { _ in zeros }),
+        let (placeholder, finalProvenance) = hashes.provenances(nonFinite: nonFinite, nonFiniteError: { bad in
+            // The same message recognition gives when it scans values itself.
+            DiCoRecognizer.invalidStateDict(file: input, config: model.config,
+                                            problems: bad.map { DiCoRecognizer.nonFiniteProblem(weights.strippedPrefix + $0) })
+        }, make: { digest, external in
+            provenance(input: input, format: model.format.rawValue, size: sourceSize, sha256: digest, external: external,
+                       policy: policy, options: options, passes: applied, converted: converted, kept: kept,
+                       strippedPrefix: weights.strippedPrefix)
+        })
+        try DicoWriter.write(to: output, overwrite: options.overwrite, model: modelJSON, graph: graph, provenance: placeholder,
                              jobs: jobs, threads: options.threads, progress: { progress?($0, total) },
-                             finalProvenance: {
-                                 let bad = nonFinite.sorted
-                                 // The same message recognition gives when it scans values itself.
-                                 guard bad.isEmpty else {
-                                     throw DiCoRecognizer.invalidStateDict(file: input, config: model.config,
-                                                                           problems: bad.map { DiCoRecognizer.nonFiniteProblem(weights.strippedPrefix + $0) })
-                                 }
-                                 let (digest, digests) = try hashes.digests()
-                                 return prov(digest, digests)
-                             })
+                             finalProvenance: finalProvenance)
         var st = stat()
         let outBytes = stat(output, &st) == 0 ? Int(st.st_size) : 0
         return ConversionSummary(inputBytes: sourceSize + model.externalFiles.reduce(0) { $0 + $1.size }, outputBytes: outBytes, tensorsByDType: tensorsByDType, bytesByDType: bytesByDType,
@@ -337,6 +328,28 @@ final class SourceHashes: @unchecked Sendable {
         external = files.map { SourceHasher(path: $0.path) }
         main.start()
         external.forEach { $0.start() }
+    }
+
+    /// The provenance of a conversion's output in the two forms the writer needs: `placeholder`
+    /// with zero digests, for the header it writes while the hashes still run, and `final`,
+    /// called once the tensors are written, which refuses the output if a tensor job found a
+    /// NaN or Inf (`nonFiniteError` words that for the caller's kind of model, given the
+    /// sorted names) and otherwise waits for the digests. `make` builds the provenance from
+    /// the source digest and the external files (named relative to the input's folder).
+    func provenances(nonFinite: NameList, nonFiniteError: @escaping ([String]) -> Error,
+                     make: @escaping (_ sha256: String, _ external: [(file: String, size: Int, sha256: String)]) -> JSONValue)
+        -> (placeholder: JSONValue, final: () throws -> JSONValue) {
+        let names = Converter.relativeNames(files.map(\.path), to: input)
+        let files = self.files
+        let external = { (digests: [String]) in files.indices.map { (file: names[$0], size: files[$0].size, sha256: digests[$0]) } }
+        let zeros = String(repeating: "0", count: 64)
+        let placeholder = make(zeros, external(files.map { _ in zeros }))
+        return (placeholder, {
+            let bad = nonFinite.sorted
+            guard bad.isEmpty else { throw nonFiniteError(bad) }
+            let (digest, digests) = try self.digests()
+            return make(digest, external(digests))
+        })
     }
 
     /// Waits for every hash: the model's digest and the external files', in order.

@@ -77,27 +77,18 @@ enum GenericONNXConversion {
         }
         let generic = (quantization: quantization, members: [(key: String, value: JSONValue)]([("not_dico", .string(model.whyNotDiCo)), ("note", .string(note))]))
         let sourceSize = model.sourceSize
-        let zeros = String(repeating: "0", count: 64)
-        let externalNames = Converter.relativeNames(model.externalFiles.map(\.path), to: input)
-        func prov(_ digest: String, _ externalDigests: [String]) -> JSONValue {
-            let external = model.externalFiles.indices.map { (file: externalNames[$0], size: model.externalFiles[$0].size, sha256: externalDigests[$0]) }
-            return Converter.provenance(input: input, format: LoadedModel.Format.onnx.rawValue, size: sourceSize, sha256: digest, external: external,
-                                        policy: policy, options: options, passes: [], converted: converted, kept: kept,
-                                        strippedPrefix: "", generic: generic)
-        }
+        let (placeholder, finalProvenance) = hashes.provenances(nonFinite: nonFinite, nonFiniteError: { bad in
+            DicoError.invalid(input, "initializer\(bad.count == 1 ? "" : "s") \(bad.map { "'\($0)'" }.joined(separator: ", ")) \(bad.count == 1 ? "holds" : "hold") NaN or Inf, which int8 cannot quantize; keep \(bad.count == 1 ? "it" : "them") in float32 with --keep")
+        }, make: { digest, external in
+            Converter.provenance(input: input, format: LoadedModel.Format.onnx.rawValue, size: sourceSize, sha256: digest, external: external,
+                                 policy: policy, options: options, passes: [], converted: converted, kept: kept,
+                                 strippedPrefix: "", generic: generic)
+        })
 
         var drift: GenericONNXDrift?
-        try DicoWriter.write(to: output, overwrite: options.overwrite, model: modelJSON, onnx: onnx,
-                             provenance: prov(zeros, model.externalFiles.map { _ in zeros }),
+        try DicoWriter.write(to: output, overwrite: options.overwrite, model: modelJSON, onnx: onnx, provenance: placeholder,
                              jobs: jobs, threads: options.threads, progress: { progress?($0, total) },
-                             finalProvenance: {
-                                 let bad = nonFinite.sorted
-                                 guard bad.isEmpty else {
-                                     throw DicoError.invalid(input, "initializer\(bad.count == 1 ? "" : "s") \(bad.map { "'\($0)'" }.joined(separator: ", ")) \(bad.count == 1 ? "holds" : "hold") NaN or Inf, which int8 cannot quantize; keep \(bad.count == 1 ? "it" : "them") in float32 with --keep")
-                                 }
-                                 let (digest, digests) = try hashes.digests()
-                                 return prov(digest, digests)
-                             },
+                             finalProvenance: finalProvenance,
                              beforeCommit: { temporary in
                                  guard policy.precision != .fp32 else { return }
                                  // The file as written, read back; its errors name the output, not the temporary.
