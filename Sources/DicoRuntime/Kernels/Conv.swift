@@ -1,4 +1,3 @@
-import COpenBLAS
 import DicoIR
 import Dispatch
 
@@ -143,10 +142,7 @@ func pointwiseDepthwiseKernel(_ g: PointwiseDepthwiseGeometry, x: UnsafePointer<
     let colTile = g.unfusedTiles.cols
     var tiles = scratch
     if g.batched {
-        // The batch's pixels side by side: [cin, batch * pixels].
-        parallelRanges(cin, threads: threads) { r in
-            for ci in r { for n in 0..<g.batch { (scratch + ci * cols + n * pixels).update(from: x + (n * cin + ci) * pixels, count: pixels) } }
-        }
+        gatherBatchSideBySide(x, into: scratch, batch: g.batch, channels: cin, pixels: pixels, threads: threads)
         tiles += cin * cols
     }
     let workers = g.workers(threads)
@@ -154,10 +150,9 @@ func pointwiseDepthwiseKernel(_ g: PointwiseDepthwiseGeometry, x: UnsafePointer<
     func task(_ t: Int, _ tile: UnsafeMutablePointer<Float>) {
         let block = t / channelTiles, c0 = (t % channelTiles) * tileRows, rows = min(tileRows, channels - c0)
         let b = g.batched ? UnsafePointer(scratch) : x + block * cin * pixels
-        if let b1 { for r in 0..<rows { (tile + r * cols).update(repeating: b1[c0 + r], count: cols) } }
         for j0 in stride(from: 0, to: cols, by: colTile) {
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(rows), Int32(min(colTile, cols - j0)), Int32(cin), 1,
-                        w1 + c0 * cin, Int32(cin), b + j0, Int32(cols), b1 != nil ? 1 : 0, tile + j0, Int32(cols))
+            sgemmTile(m: rows, n: min(colTile, cols - j0), k: cin, a: w1 + c0 * cin, lda: cin, b: b + j0, ldb: cols, transB: false,
+                      c: tile + j0, ldc: cols, bias: b1.map { $0 + c0 })
         }
         let images = g.batched ? 0..<g.batch : block..<(block + 1)
         for r in 0..<rows {

@@ -76,13 +76,8 @@ func gemm(_ p: GemmProblem, threads: Int, epilogue: TileEpilogue? = nil) {
         let a = p.a + bi * p.strideA + i0 * p.lda
         let b = p.b + bi * p.strideB + (p.transB ? j0 * p.ldb : j0)
         let c = p.c + bi * p.strideC + i0 * p.ldc + j0
-        if let bias = p.bias {
-            for r in 0..<mm {
-                if p.biasPerColumn { (c + r * p.ldc).update(from: bias + j0, count: nn) } else { (c + r * p.ldc).update(repeating: bias[i0 + r], count: nn) }
-            }
-        }
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, p.transB ? CblasTrans : CblasNoTrans,
-                    Int32(mm), Int32(nn), Int32(p.k), 1, a, Int32(p.lda), b, Int32(p.ldb), p.bias != nil || p.accumulate ? 1 : 0, c, Int32(p.ldc))
+        sgemmTile(m: mm, n: nn, k: p.k, a: a, lda: p.lda, b: b, ldb: p.ldb, transB: p.transB, c: c, ldc: p.ldc,
+                  bias: p.bias.map { p.biasPerColumn ? $0 + j0 : $0 + i0 }, biasPerColumn: p.biasPerColumn, accumulate: p.accumulate)
         epilogue?(c, mm, nn, p.ldc, TilePosition(batch: bi, row: i0, column: j0))
     }
     if workers == 1 {
@@ -91,6 +86,31 @@ func gemm(_ p: GemmProblem, threads: Int, epilogue: TileEpilogue? = nil) {
     }
     DispatchQueue.concurrentPerform(iterations: workers) { w in
         for t in stride(from: w, to: tiles, by: workers) { tile(t) }
+    }
+}
+
+/// One tile of a GEMM as one single-threaded sgemm, C[m,n] = A B (+ C with `accumulate`):
+/// the bias is written into C first (`bias` points at the tile's first row's value, or
+/// with `biasPerColumn` its first column's), and sgemm accumulates the product onto it, so
+/// every caller of the same tile gets the same bits.
+@inline(__always)
+func sgemmTile(m: Int, n: Int, k: Int, a: UnsafePointer<Float>, lda: Int, b: UnsafePointer<Float>, ldb: Int, transB: Bool,
+               c: UnsafeMutablePointer<Float>, ldc: Int, bias: UnsafePointer<Float>?, biasPerColumn: Bool = false, accumulate: Bool = false) {
+    if let bias {
+        for r in 0..<m {
+            if biasPerColumn { (c + r * ldc).update(from: bias, count: n) } else { (c + r * ldc).update(repeating: bias[r], count: n) }
+        }
+    }
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, transB ? CblasTrans : CblasNoTrans,
+                Int32(m), Int32(n), Int32(k), 1, a, Int32(lda), b, Int32(ldb), bias != nil || accumulate ? 1 : 0, c, Int32(ldc))
+}
+
+/// Copies the batch's [N, C, pixels] planes side by side into `xs` = [C, N * pixels], the
+/// layout in which small images run as one GEMM over the batch.
+func gatherBatchSideBySide(_ x: UnsafePointer<Float>, into xs: UnsafeMutablePointer<Float>, batch: Int, channels: Int, pixels: Int, threads: Int) {
+    let cols = batch * pixels
+    parallelRanges(channels, threads: threads) { r in
+        for ci in r { for n in 0..<batch { (xs + ci * cols + n * pixels).update(from: x + (n * channels + ci) * pixels, count: pixels) } }
     }
 }
 
@@ -188,9 +208,7 @@ func conv1x1Kernel(x: UnsafePointer<Float>, w: UnsafePointer<Float>, bias: Unsaf
     if let scratch, conv1x1ScratchCount(batch: batch, cin: cin, cout: cout, pixels: pixels) > 0 {
         let cols = batch * pixels
         let xs = scratch, ys = scratch + cin * cols
-        parallelRanges(cin, threads: threads) { r in
-            for ci in r { for n in 0..<batch { (xs + ci * cols + n * pixels).update(from: x + (n * cin + ci) * pixels, count: pixels) } }
-        }
+        gatherBatchSideBySide(x, into: xs, batch: batch, channels: cin, pixels: pixels, threads: threads)
         gemm(GemmProblem(m: cout, n: cols, k: cin, a: w, lda: cin, strideA: 0, b: xs, ldb: cols, strideB: 0, transB: false,
                          c: ys, ldc: cols, strideC: 0, bias: bias), threads: threads)
         parallelRanges(batch * cout, threads: threads) { r in
