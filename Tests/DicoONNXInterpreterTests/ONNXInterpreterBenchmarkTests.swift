@@ -22,7 +22,7 @@ final class ONNXInterpreterBenchmarkTests: XCTestCase {
         let host = inputs.mapValues { $0.hostTensor! }
         let expected = try t("out").floats()
 
-        var start = monotonicSeconds()
+        let start = monotonicSeconds()
         let interp = try ONNXInterpreter(model: try ONNXModel.load(path: "\(dir)/model.onnx"))
         let loadInterp = monotonicSeconds() - start
         let exec = try Executor(graph: try DiCoModelFile.load("\(dir)/model.safetensors").graph)
